@@ -1,0 +1,51 @@
+"""The audit pipeline: reference → image → rootfs index → inventory → report document."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from auditor.inventory import CATALOGERS, Cataloger, FileView, Inventory, run_catalogers
+from auditor.model import Platform
+from auditor.reference import ImageRef, parse_reference
+from auditor.rootfs.build import LayerProgress, build_rootfs
+from auditor.rootfs.decompress import Limits
+from auditor.rootfs.index import RootfsIndex
+from auditor.sources import BlobCache, Image, SourceOptions, make_source, open_image
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    platform: Platform | None = None
+    cache_dir: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+
+@dataclass
+class AuditResult:
+    ref: ImageRef
+    image: Image
+    index: RootfsIndex
+    inventory: Inventory
+    facts: dict
+    seconds: float
+
+
+def audit(reference: str | ImageRef, options: AuditOptions = AuditOptions(),
+          progress: LayerProgress | None = None,
+          catalogers: list[Cataloger] | None = None) -> AuditResult:
+    """Audit one image. Raises AuditorError subclasses for anything the user should see."""
+    started = time.monotonic()
+    ref = parse_reference(reference) if isinstance(reference, str) else reference
+    cache = BlobCache(options.cache_dir)
+    catalogers = CATALOGERS if catalogers is None else catalogers
+    source = make_source(ref, cache, options.source)
+    try:
+        image = open_image(source, cache, options.platform)
+        index = build_rootfs(image, cache, [c.want for c in catalogers], options.limits, progress)
+        facts = image.facts()
+    finally:
+        source.close()
+    inventory = run_catalogers(FileView(index, cache.read_bytes), catalogers)
+    return AuditResult(ref, image, index, inventory, facts, time.monotonic() - started)

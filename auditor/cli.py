@@ -1,0 +1,231 @@
+"""The command line. Thin: parse options, call one function per command, render the result."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from functools import wraps
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+from rich.console import Console
+
+from auditor import __version__
+from auditor.errors import AuditorError, InputError
+
+FORMATS = ("table", "json")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a size (examples: 512M, 64G)")
+    power = " kmgt".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * 1024**power)
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The one place that turns errors into one line on stderr and an exit code."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AuditorError as err:
+            click.echo(f"auditor: error: {err}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("auditor: interrupted", err=True)
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, SystemExit):
+            raise
+        except Exception as err:  # a bug: still one line, the traceback only on request
+            if os.environ.get("AUDITOR_DEBUG"):
+                raise
+            click.echo(f"auditor: internal error: {err.__class__.__name__}: {err} "
+                       "(set AUDITOR_DEBUG=1 for the traceback, and please report it)", err=True)
+            sys.exit(70)
+
+    return wrapper
+
+
+# -- options, each defined once -------------------------------------------------------------
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+                      help="Write the report to FILE (atomically) instead of stdout.")(fn)
+    fn = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+                      show_default=True, help="Report format.")(fn)
+    return fn
+
+
+def cache_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--cache-dir", type=click.Path(file_okay=False), envvar="AUDITOR_CACHE_DIR",
+                        help="Blob cache directory [default: $XDG_CACHE_HOME/auditor].")(fn)
+
+
+def limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for decl, help_text in (
+        ("--max-layer-size", "Largest uncompressed layer to read [default: 64G]."),
+        ("--max-file-size", "Largest file handed to a cataloger [default: 64M]."),
+    ):
+        fn = click.option(decl, type=str, default=None, help=help_text)(fn)
+    fn = click.option("--max-ratio", type=float, default=None,
+                      help="Largest compression ratio of a layer [default: 200].")(fn)
+    fn = click.option("--max-entries", type=int, default=None,
+                      help="Most tar entries in one layer [default: 2000000].")(fn)
+    return fn
+
+
+def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--platform", help="os/arch[/variant] to pick from an index "
+                      "[default: the host's].")(fn)
+    fn = click.option("--insecure", is_flag=True,
+                      help="Allow plain HTTP and unverified TLS for the registry.")(fn)
+    fn = click.option("--engine-host", envvar=None,
+                      help="Engine API address for docker-daemon:/podman: references "
+                           "[default: DOCKER_HOST / CONTAINER_HOST].")(fn)
+    return limit_options(cache_option(output_options(fn)))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditor")
+def main() -> None:
+    """Audit ML container images: what they hold, what they load, what is known to go wrong."""
+
+
+@main.command()
+@click.argument("reference", required=False)
+@audit_options
+@handle_errors
+def audit(reference: str | None, **options: Any) -> None:
+    """Audit an image. REFERENCE is name[:tag][@digest], registry:REF, docker-archive:PATH,
+    oci:DIR[:tag], oci-archive:PATH[:tag], docker-daemon:REF or podman:REF.
+    Without one, audits the embedded demo image."""
+    _run_audit(reference, **options)
+
+
+@main.command()
+@audit_options
+@handle_errors
+def demo(**options: Any) -> None:
+    """Build the embedded demo image (offline, no engine) and audit it."""
+    _run_audit(None, **options)
+
+
+def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir: str | None,
+               platform: str | None, insecure: bool, engine_host: str | None,
+               max_layer_size: str | None, max_file_size: str | None, max_ratio: float | None,
+               max_entries: int | None) -> None:
+    from auditor.audit import AuditOptions, audit
+    from auditor.demo import build_demo_image
+    from auditor.model import parse_platform
+    from auditor.progress import RichLayerProgress
+    from auditor.report.document import build_document, render_json
+    from auditor.report.table import render_table
+    from auditor.rootfs.decompress import Limits
+    from auditor.sources import BlobCache, SourceOptions
+
+    limits = Limits()
+    overrides: dict[str, Any] = {}
+    if max_layer_size:
+        overrides["max_layer_bytes"] = parse_size(max_layer_size)
+    if max_file_size:
+        overrides["max_capture_bytes"] = parse_size(max_file_size)
+    if max_ratio:
+        overrides["max_ratio"] = max_ratio
+    if max_entries:
+        overrides["max_entries"] = max_entries
+    limits = Limits(**{**limits.__dict__, **overrides})
+    options = AuditOptions(platform=parse_platform(platform) if platform else None,
+                           cache_dir=cache_dir, limits=limits,
+                           source=SourceOptions(insecure=insecure, engine_host=engine_host))
+    ref: Any = reference
+    if reference is None:
+        ref = build_demo_image(BlobCache(cache_dir))
+    with RichLayerProgress(_err_console()) as progress:
+        result = audit(ref, options, progress)
+    document = build_document(result)
+    with _output(output) as out:
+        if fmt == "json":
+            out.write(render_json(document))
+        else:
+            interactive = output is None and sys.stdout.isatty()
+            console = Console(file=out, width=None if interactive else 132,
+                              force_terminal=None if output is None else False)
+            render_table(document, console)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect or prune the blob cache."""
+
+
+@cache.command("info")
+@cache_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@handle_errors
+def cache_info(cache_dir: str | None, fmt: str) -> None:
+    """Where the cache is and what it holds."""
+    import json
+
+    from auditor.rootfs.decompress import format_size
+    from auditor.sources import BlobCache
+
+    info = BlobCache(cache_dir).info()
+    if fmt == "json":
+        click.echo(json.dumps(info.__dict__, indent=2))
+        return
+    click.echo(f"cache: {info.path}")
+    click.echo(f"blobs: {info.blobs} ({format_size(info.blob_bytes)})")
+    click.echo(f"layer indexes: {info.layer_indexes} ({format_size(info.layer_index_bytes)})")
+    click.echo(f"partial downloads: {info.partials} ({format_size(info.partial_bytes)})")
+
+
+@cache.command("prune")
+@cache_option
+@click.option("--all", "everything", is_flag=True, help="Remove everything.")
+@click.option("--older-than", type=float, default=None, metavar="DAYS",
+              help="Remove entries not used for DAYS days.")
+@handle_errors
+def cache_prune(cache_dir: str | None, everything: bool, older_than: float | None) -> None:
+    """Remove partial downloads, and unused entries (--older-than) or all (--all)."""
+    from auditor.sources import BlobCache
+
+    if older_than is not None and older_than < 0:
+        raise InputError("--older-than takes a number of days >= 0")
+    removed = BlobCache(cache_dir).prune(older_than, everything)
+    click.echo(f"removed {removed} cache entries")
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """stdout, or a file written only when the whole report is ready (temp file + rename)."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise InputError(f"cannot write {path}: directory {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

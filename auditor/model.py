@@ -1,0 +1,122 @@
+"""Plain data types that cross stages. A stage takes and returns these."""
+
+from __future__ import annotations
+
+import platform as _platform
+from dataclasses import dataclass, field
+from typing import Any
+
+from auditor.errors import InputError
+
+_ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm",
+                 "i686": "386", "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+
+@dataclass(frozen=True, order=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    def matches(self, other: Platform) -> bool:
+        """Whether ``other`` (an index entry) satisfies this requested platform."""
+        if (self.os, self.architecture) != (other.os, other.architecture):
+            return False
+        return self.variant is None or self.variant == other.variant or (
+            self.architecture == "arm64" and self.variant == "v8" and other.variant is None)
+
+
+def parse_platform(text: str) -> Platform:
+    parts = text.split("/")
+    if not 2 <= len(parts) <= 3 or not all(parts):
+        raise InputError(f"invalid platform {text!r}: expected os/arch[/variant], e.g. linux/amd64")
+    return Platform(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def host_platform() -> Platform:
+    machine = _platform.machine().lower()
+    arch = _ARCH_ALIASES.get(machine, machine)
+    variant = {"armv7l": "v7", "armv6l": "v6"}.get(machine)
+    return Platform("linux", arch, variant)
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI content descriptor."""
+
+    media_type: str
+    digest: str
+    size: int
+    platform: Platform | None = None
+    annotations: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def from_json(cls, obj: Any, what: str) -> Descriptor:
+        from auditor.digest import validate_digest
+
+        if not isinstance(obj, dict):
+            raise InputError(f"{what}: descriptor is not an object")
+        try:
+            digest = validate_digest(obj["digest"])
+            size = int(obj["size"])
+            media_type = str(obj.get("mediaType", ""))
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{what}: malformed descriptor ({err})") from None
+        if size < 0:
+            raise InputError(f"{what}: negative size in descriptor {digest}")
+        plat = obj.get("platform")
+        platform = None
+        if isinstance(plat, dict) and plat.get("os") and plat.get("architecture"):
+            platform = Platform(str(plat["os"]), str(plat["architecture"]), plat.get("variant") or None)
+        annotations = obj.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            annotations = {}
+        return cls(media_type, digest, size, platform, {str(k): str(v) for k, v in annotations.items()})
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer: its compressed digest (what the registry stores) and its uncompressed diff_id."""
+
+    index: int
+    digest: str
+    diff_id: str
+    media_type: str
+    size: int
+    created_by: str | None = None
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One path in the merged filesystem, and the layer that put it there."""
+
+    path: str  # relative to the root, no leading slash
+    type: str  # file, dir, symlink, hardlink, char, block, fifo
+    layer: int
+    mode: int
+    size: int = 0
+    link: str | None = None  # symlink target as written, or hardlink target path
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A tar entry that was not taken into the filesystem, and why (hostile or malformed input)."""
+
+    layer: int
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A file a cataloger could not parse; the run went on."""
+
+    cataloger: str
+    path: str
+    layer: int | None
+    reason: str

@@ -1,0 +1,46 @@
+"""Progress on stderr while layers stream by (rich), shown only on a terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from auditor.model import Layer
+from auditor.rootfs.build import LayerProgress
+
+
+class RichLayerProgress(LayerProgress):
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]layer {task.fields[index]}[/] {task.fields[digest]}"),
+            BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=console, transient=True, disable=not console.is_terminal)
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichLayerProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def layer_started(self, layer: Layer, total: int | None, cached: bool) -> None:
+        digest = layer.digest.split(":")[1][:12] + (" (cached)" if cached else "")
+        self._task = self._progress.add_task("", total=total, index=layer.index, digest=digest)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, n)
+
+    def layer_done(self, layer: Layer) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None

@@ -1,0 +1,1 @@
+"""Report formats. Each turns the one report document into text."""

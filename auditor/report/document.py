@@ -1,0 +1,90 @@
+"""The versioned report document: everything an audit found, as plain JSON-able data.
+
+Every format renders this document; ``--format json`` writes it as is. Its shape is fixed by
+``auditor/schemas/report.schema.json`` (``schema_version`` changes when a field changes meaning or
+goes away; new fields may appear in any version).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from auditor import __version__
+from auditor.audit import AuditResult
+
+SCHEMA_VERSION = "1"
+SCHEMA_ID = "https://auditor.invalid/schemas/report.schema.json"
+CONFIG_KEYS = ("User", "Env", "Entrypoint", "Cmd", "WorkingDir", "Labels", "ExposedPorts",
+               "Volumes", "StopSignal", "Shell")
+
+
+def build_document(result: AuditResult) -> dict[str, Any]:
+    image, index = result.image, result.index
+    config = image.config.get("config") if isinstance(image.config.get("config"), dict) else {}
+    layer_files: dict[int, int] = {}
+    for entry in index.entries.values():
+        layer_files[entry.layer] = layer_files.get(entry.layer, 0) + 1
+    history = [h for h in image.config.get("history") or [] if isinstance(h, dict)]
+    return {
+        "schema": SCHEMA_ID,
+        "schema_version": SCHEMA_VERSION,
+        "auditor_version": __version__,
+        "reference": {
+            "input": result.ref.original,
+            "canonical": str(result.ref),
+            "transport": result.ref.transport,
+        },
+        "image": {
+            "digest": None if image.digest_synthesized else image.digest,
+            "index_digest": image.index_digest,
+            "image_id": image.image_id,
+            "media_type": image.media_type,
+            "platform": str(image.platform),
+            "platforms_available": [str(p) for p in image.platforms],
+            "created": image.config.get("created"),
+            "author": image.config.get("author"),
+            "compressed_size": sum(layer.size for layer in image.layers),
+            "source": result.facts,
+        },
+        "layers": [
+            {
+                "index": layer.index,
+                "digest": layer.digest,
+                "diff_id": layer.diff_id,
+                "media_type": layer.media_type,
+                "size": layer.size,
+                "files_visible": layer_files.get(layer.index, 0),
+                "created_by": layer.created_by,
+            }
+            for layer in image.layers
+        ],
+        "config": {key: config[key] for key in CONFIG_KEYS if config.get(key) is not None},
+        "history": [
+            {key: h[key] for key in ("created", "created_by", "comment", "empty_layer") if key in h}
+            for h in history
+        ],
+        "os": result.inventory.os,
+        "rootfs": {
+            "fingerprint": index.fingerprint(),
+            "entries": index.counts(),
+            "file_bytes": index.total_bytes(),
+            "whiteouts_applied": index.whiteouts_applied,
+        },
+        "skipped": [{"layer": s.layer, "path": s.path, "reason": s.reason} for s in index.skipped],
+        "unknowns": [
+            {"cataloger": u.cataloger, "path": u.path, "layer": u.layer, "reason": u.reason}
+            for u in result.inventory.unknowns
+        ],
+        "elapsed_seconds": round(result.seconds, 3),
+    }
+
+
+def report_schema() -> dict[str, Any]:
+    text = resources.files("auditor").joinpath("schemas/report.schema.json").read_text()
+    return json.loads(text)
+
+
+def render_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,90 @@
+"""The terminal rendering of a report document (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from auditor.rootfs.decompress import format_size
+
+
+def short(digest: str | None, n: int = 12) -> str:
+    return digest.split(":", 1)[1][:n] if digest else "-"
+
+
+def render_table(doc: dict[str, Any], console: Console) -> None:
+    image = doc["image"]
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column(overflow="fold")
+    os_info = doc.get("os") or {}
+    rows = [
+        ("Reference", doc["reference"]["canonical"]),
+        ("Digest", image["digest"] or "- (docker-archive: no manifest; the image ID identifies it)"),
+        ("Index", image.get("index_digest")),
+        ("Image ID", image["image_id"]),
+        ("Platform", image["platform"]),
+        ("OS", os_info.get("pretty_name") or os_info.get("id") or "unknown (no os-release)"),
+        ("Created", image.get("created")),
+        ("Size", f"{format_size(image['compressed_size'])} in {len(doc['layers'])} layers, "
+                 f"{format_size(doc['rootfs']['file_bytes'])} of files"),
+    ]
+    source = image.get("source") or {}
+    if source.get("repo_digests"):
+        rows.append(("Repo digests", ", ".join(source["repo_digests"])))
+    for key, value in rows:
+        if value:
+            summary.add_row(key, str(value))
+    console.print(Text("Image", style="bold underline"))
+    console.print(summary)
+
+    layers = Table(title="Layers", title_justify="left", show_lines=False, expand=False)
+    for column, kw in (("#", {"justify": "right"}), ("digest", {}), ("size", {"justify": "right"}),
+                       ("files", {"justify": "right"}), ("created by", {"overflow": "fold"})):
+        layers.add_column(column, **kw)
+    for layer in doc["layers"]:
+        layers.add_row(str(layer["index"]), short(layer["digest"]), format_size(layer["size"]),
+                       str(layer.get("files_visible", "")), (layer.get("created_by") or "")[:160])
+    console.print(layers)
+
+    config = doc["config"]
+    if config:
+        grid = Table(title="Config", title_justify="left", show_header=False)
+        grid.add_column(style="bold")
+        grid.add_column(overflow="fold")
+        for key, value in config.items():
+            grid.add_row(key, _config_value(value))
+        console.print(grid)
+
+    rootfs = doc["rootfs"]
+    counts = ", ".join(f"{n} {kind}" for kind, n in rootfs["entries"].items())
+    console.print(Text.assemble(("Filesystem ", "bold"), f"{counts or 'empty'}; "
+                                f"{rootfs['whiteouts_applied']} whiteouts applied; "
+                                f"fingerprint {short(rootfs['fingerprint'], 16)}"))
+    _problems(console, "Skipped entries", doc["skipped"], ("layer", "path", "reason"))
+    _problems(console, "Unread files", doc["unknowns"], ("cataloger", "layer", "path", "reason"))
+
+
+def _config_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "\n".join(str(v) for v in value) if value else "[]"
+    if isinstance(value, dict):
+        return "\n".join(f"{k}={v}" if v not in ({}, None) else str(k) for k, v in value.items())
+    return str(value)
+
+
+def _problems(console: Console, title: str, rows: list[dict[str, Any]], keys: tuple[str, ...],
+              limit: int = 20) -> None:
+    if not rows:
+        return
+    table = Table(title=f"{title} ({len(rows)})", title_justify="left", title_style="yellow")
+    for key in keys:
+        table.add_column(key, overflow="fold")
+    for row in rows[:limit]:
+        table.add_row(*(str(row.get(k, "")) for k in keys))
+    if len(rows) > limit:
+        table.caption = f"{len(rows) - limit} more in --format json"
+    console.print(Group(table))

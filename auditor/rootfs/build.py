@@ -1,0 +1,91 @@
+"""Build the merged rootfs index of an image: one pass per layer, cached per diff_id."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from auditor.digest import digest_bytes
+from auditor.model import Layer
+from auditor.rootfs.decompress import LayerReader, Limits
+from auditor.rootfs.index import RootfsIndex
+from auditor.rootfs.walker import LayerScan, scan_layer
+from auditor.sources.base import Image
+from auditor.sources.cache import BlobCache
+
+# Bump when the walker's output changes: cached layer indexes of other versions are ignored.
+INDEXER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Want:
+    """Files a cataloger wants handed over: shell globs over root-relative paths."""
+
+    owner: str  # cataloger name
+    version: int  # its version: bumping it invalidates cached layer results
+    globs: tuple[str, ...]
+
+
+class LayerProgress:
+    """What the pass reports as it goes; the CLI replaces it with a rich renderer."""
+
+    def layer_started(self, layer: Layer, total: int | None, cached: bool) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def layer_done(self, layer: Layer) -> None: ...
+
+
+def compile_wants(wants: Sequence[Want]) -> Callable[[str], bool]:
+    patterns = [fnmatch.translate(g.strip("/")) for w in wants for g in w.globs]
+    if not patterns:
+        return lambda path: False
+    regex = re.compile("|".join(f"(?:{p})" for p in patterns))
+    return lambda path: regex.match(path) is not None
+
+
+def cache_key(wants: Sequence[Want], limits: Limits) -> str:
+    spec = {"indexer": INDEXER_VERSION, "capture_limit": limits.max_capture_bytes,
+            "wants": sorted([w.owner, w.version, sorted(w.globs)] for w in wants)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
+                 limits: Limits = Limits(), progress: LayerProgress | None = None) -> RootfsIndex:
+    """Stream every layer once (or take its cached scan), in order, into one merged index."""
+    progress = progress or LayerProgress()
+    want = compile_wants(wants)
+    key = cache_key(wants, limits)
+    index = RootfsIndex()
+    for layer in image.layers:
+        cached = cache.load_layer_index(layer.diff_id, key)
+        if cached is not None and all(cache.has(d) for d in cached["captured"].values()):
+            progress.layer_started(layer, None, cached=True)
+            scan = LayerScan.from_json(cached, layer.index)
+        else:
+            progress.layer_started(layer, layer.size, cached=False)
+            scan = scan_one_layer(image, layer, want, cache, limits, progress)
+            cache.store_layer_index(layer.diff_id, key, scan.to_json())
+        index.apply(scan)
+        progress.layer_done(layer)
+    return index
+
+
+def scan_one_layer(image: Image, layer: Layer, want: Callable[[str], bool], cache: BlobCache,
+                   limits: Limits, progress: LayerProgress) -> LayerScan:
+    what = f"layer {layer.index} ({layer.digest})"
+
+    def store(data: bytes) -> str:
+        digest = digest_bytes(data)
+        cache.put_bytes(digest, data)
+        return digest
+
+    with image.open_layer(layer, progress.advance) as compressed:
+        reader = LayerReader(compressed, limits, what, layer.diff_id)
+        scan = scan_layer(reader, layer.index, want, store, limits, what)  # type: ignore[arg-type]
+        reader.finish()  # the tar's end is not the stream's: hash every byte for the diff_id
+        compressed.drain()
+    scan.uncompressed_bytes = reader.uncompressed_bytes
+    return scan

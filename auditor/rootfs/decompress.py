@@ -1,0 +1,183 @@
+"""Layer streams, decompressed on the fly, bounded against bombs, hashed for their diff_id.
+
+The compression is read from the stream's first bytes, not trusted from the media type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+
+from auditor.errors import DigestMismatchError, InputError, LimitExceededError
+
+CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one layer may expand to. The defaults stop bombs, not real images."""
+
+    max_layer_bytes: int = 64 << 30  # uncompressed bytes of one layer
+    max_ratio: float = 200.0  # uncompressed / compressed, checked past ratio_floor bytes
+    ratio_floor: int = 512 << 20
+    max_entries: int = 2_000_000  # tar entries in one layer
+    max_capture_bytes: int = 64 << 20  # one file handed to a cataloger
+
+
+def format_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+class LayerReader:
+    """Uncompressed bytes of a layer, read forward only.
+
+    Counts what comes out and raises :class:`LimitExceededError` past the limits; hashes it, and
+    :meth:`finish` checks the hash against the layer's diff_id.
+    """
+
+    def __init__(self, compressed: BinaryIO, limits: Limits, what: str,
+                 diff_id: str | None = None) -> None:
+        self._src = compressed
+        self._limits = limits
+        self._what = what
+        self._diff_id = diff_id
+        self._hash = hashlib.sha256()
+        self._buffer = b""
+        self._eof = False
+        self.compressed_bytes = 0
+        self.uncompressed_bytes = 0
+        head = self._read_compressed(4)
+        if head[:2] == GZIP_MAGIC:
+            self.compression = "gzip"
+            self._chunks = self._gzip_chunks(head)
+        elif head == ZSTD_MAGIC:
+            self.compression = "zstd"
+            self._chunks = self._zstd_chunks(head)
+        else:
+            self.compression = "none"
+            self._chunks = self._plain_chunks(head)
+
+    def _read_compressed(self, n: int) -> bytes:
+        data = self._src.read(n)
+        self.compressed_bytes += len(data)
+        return data
+
+    def _plain_chunks(self, head: bytes):
+        data = head
+        while data:
+            yield data
+            data = self._read_compressed(CHUNK)
+
+    def _gzip_chunks(self, head: bytes):
+        # Multi-member gzip is legal: a member ends where its decompressor reports eof.
+        d, fed = zlib.decompressobj(wbits=31), False
+        data = head
+        while data:
+            while data:
+                fed = True
+                try:
+                    out = d.decompress(data, CHUNK)
+                except zlib.error as err:
+                    raise InputError(f"{self._what} is not valid gzip: {err}") from None
+                yield out
+                if d.eof:
+                    data, d, fed = d.unused_data, zlib.decompressobj(wbits=31), False
+                    if data and not data.strip(b"\0"):
+                        data = b""  # zero padding after the last member
+                else:
+                    data = d.unconsumed_tail
+            data = self._read_compressed(CHUNK)
+        if fed:
+            raise InputError(f"{self._what} is truncated (the gzip stream ends early)")
+
+    def _zstd_chunks(self, head: bytes):
+        # stream_reader bounds each read's output (a zstd block can expand 40000-fold). It does
+        # not notice a truncated stream; the layer's digest and diff_id checks do.
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            _CountingPrefixed(head, self), read_across_frames=True, closefd=False)
+        while True:
+            try:
+                out = reader.read(CHUNK)
+            except zstandard.ZstdError as err:
+                raise InputError(f"{self._what} is not valid zstd: {err}") from None
+            if not out:
+                return
+            yield out
+
+    def _next_chunk(self) -> bytes:
+        for out in self._chunks:
+            if out:
+                self._account(out)
+                return out
+        self._eof = True
+        return b""
+
+    def _account(self, out: bytes) -> None:
+        self.uncompressed_bytes += len(out)
+        self._hash.update(out)
+        limits = self._limits
+        if self.uncompressed_bytes > limits.max_layer_bytes:
+            raise LimitExceededError(
+                f"{self._what} expands past {format_size(limits.max_layer_bytes)} "
+                "(a decompression bomb?); raise --max-layer-size to read it")
+        if (self.uncompressed_bytes > limits.ratio_floor and self.compression != "none"
+                and self.uncompressed_bytes > limits.max_ratio * max(self.compressed_bytes, 1)):
+            raise LimitExceededError(
+                f"{self._what} expands more than {limits.max_ratio:g} times "
+                f"({format_size(self.compressed_bytes)} to over "
+                f"{format_size(self.uncompressed_bytes)}; a decompression bomb?); "
+                "raise --max-ratio to read it")
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = [self._buffer]
+            self._buffer = b""
+            while chunk := self._next_chunk():
+                parts.append(chunk)
+            return b"".join(parts)
+        while len(self._buffer) < n and not self._eof:
+            chunk = self._next_chunk()
+            if not chunk:
+                break
+            self._buffer = self._buffer + chunk if self._buffer else chunk
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def finish(self) -> None:
+        """Read to the end and check the uncompressed bytes against the diff_id."""
+        while self._next_chunk():
+            pass
+        self._buffer = b""
+        if self._diff_id is not None:
+            actual = f"sha256:{self._hash.hexdigest()}"
+            if actual != self._diff_id:
+                raise DigestMismatchError(
+                    f"{self._what}: uncompressed content does not match diff_id {self._diff_id} "
+                    f"(got {actual})")
+
+    @property
+    def diff_id(self) -> str:
+        return f"sha256:{self._hash.hexdigest()}"
+
+
+class _CountingPrefixed:
+    """The compressed stream again, with the bytes already read for sniffing put back in front."""
+
+    def __init__(self, head: bytes, owner: LayerReader) -> None:
+        self._head, self._owner = head, owner
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            out, self._head = self._head, b""
+            return out
+        return self._owner._read_compressed(n if n and n > 0 else CHUNK)

@@ -1,0 +1,175 @@
+"""The merged, read-only view of an image's layers, with whiteouts applied.
+
+Paths are root-relative strings without a leading slash. Symlinks are resolved as the kernel
+would inside a chroot of the image: an absolute target starts at the image root and ``..`` stops
+at the root, so nothing ever resolves to a path outside the image.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from auditor.model import FileEntry, Skipped
+from auditor.rootfs.walker import LayerScan
+
+MAX_SYMLINK_HOPS = 40  # as Linux's ELOOP
+
+
+@dataclass
+class RootfsIndex:
+    entries: dict[str, FileEntry] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    captured: dict[str, str] = field(default_factory=dict)  # path -> content digest
+    whiteouts_applied: int = 0
+    _children: dict[str, set[str]] = field(default_factory=dict, repr=False)
+
+    # -- building --------------------------------------------------------------------------
+    def apply(self, scan: LayerScan) -> None:
+        """Merge one layer over what is below it (OCI image spec, "Applying changesets")."""
+        for directory in scan.opaque_dirs:
+            for child in list(self._children.get(directory, ())):
+                self._remove_tree(_join(directory, child))
+        for path in scan.whiteouts:
+            if path in self.entries or path in self._children:
+                self._remove_tree(path)
+                self.whiteouts_applied += 1
+            else:
+                self.skipped.append(Skipped(scan.layer, path,
+                                            "whiteout of a path no lower layer has"))
+        hardlinks: list[FileEntry] = []
+        for entry in scan.entries:
+            path = self._canonical_parent(entry.path)
+            if path != entry.path:
+                entry = FileEntry(path, entry.type, entry.layer, entry.mode, entry.size,
+                                  entry.link, entry.uid, entry.gid)
+            old = self.entries.get(path)
+            if old is not None and (old.type != "dir" or entry.type != "dir"):
+                self._remove_tree(path)
+            self._add(entry)
+            if entry.type == "hardlink":
+                hardlinks.append(entry)
+            elif entry.path in scan.captured:
+                self.captured[path] = scan.captured[entry.path]
+        for link in hardlinks:
+            self._check_hardlink(link, scan)
+        self.skipped.extend(scan.skipped)
+
+    def _add(self, entry: FileEntry) -> None:
+        self.entries[entry.path] = entry
+        self.captured.pop(entry.path, None)
+        parent, _, name = entry.path.rpartition("/")
+        self._children.setdefault(parent, set()).add(name)
+
+    def _remove_tree(self, path: str) -> None:
+        stack = [path]
+        while stack:
+            current = stack.pop()
+            self.entries.pop(current, None)
+            self.captured.pop(current, None)
+            for child in self._children.pop(current, ()):
+                stack.append(_join(current, child))
+        parent, _, name = path.rpartition("/")
+        siblings = self._children.get(parent)
+        if siblings is not None:
+            siblings.discard(name)
+
+    def _check_hardlink(self, link: FileEntry, scan: LayerScan) -> None:
+        target = self.entries.get(link.link or "")
+        if target is None or target.type not in ("file", "hardlink"):
+            self._remove_tree(link.path)
+            reason = "missing" if target is None else f"a {target.type}"
+            scan.skipped.append(Skipped(scan.layer, link.path,
+                                        f"hardlink to {link.link!r}, which is {reason}"))
+            return
+        # A hardlink is the same file: same size, and the same captured content.
+        self.entries[link.path] = FileEntry(link.path, "hardlink", link.layer, target.mode,
+                                            target.size, link.link, target.uid, target.gid)
+        if target.path in self.captured:
+            self.captured[link.path] = self.captured[target.path]
+
+    def _canonical_parent(self, path: str) -> str:
+        """Where a layer's entry really lands when one of its parent directories is a symlink."""
+        parent, _, name = path.rpartition("/")
+        if not parent:
+            return path
+        entry = self.entries.get(parent)
+        if entry is not None and entry.type == "dir":
+            return path
+        resolved = self.resolve(parent)
+        return _join(resolved, name) if resolved is not None else path
+
+    # -- reading ---------------------------------------------------------------------------
+    def resolve(self, path: str, follow_final: bool = True) -> str | None:
+        """The path after following symlinks, confined to the root; None if it does not exist
+        or loops."""
+        parts = [p for p in path.strip("/").split("/") if p not in ("", ".")]
+        done: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            current = "/".join([*done, part])
+            entry = self.entries.get(current)
+            if entry is None and current not in self._children:
+                return None
+            if entry is not None and entry.type == "symlink" and (parts or follow_final):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    return None
+                target = entry.link or ""
+                if target.startswith("/"):
+                    done = []
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                continue
+            done.append(part)
+        return "/".join(done)
+
+    def lookup(self, path: str) -> FileEntry | None:
+        resolved = self.resolve(path)
+        return self.entries.get(resolved) if resolved is not None else None
+
+    def content_digest(self, path: str) -> str | None:
+        """The digest of a captured file, following symlinks."""
+        resolved = self.resolve(path)
+        return self.captured.get(resolved) if resolved is not None else None
+
+    def glob(self, pattern: str) -> Iterator[str]:
+        """Paths (not following symlinks) that match a shell pattern, in order."""
+        compiled = re.compile(fnmatch.translate(pattern.strip("/")))
+        return (p for p in sorted(self.entries) if compiled.match(p))
+
+    # -- summaries -------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for entry in self.entries.values():
+            out[entry.type] = out.get(entry.type, 0) + 1
+        return dict(sorted(out.items()))
+
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries.values() if e.type == "file")
+
+    def fingerprint(self) -> str:
+        """A digest of the whole index: equal for the same image from any source."""
+        h = hashlib.sha256()
+        for path in sorted(self.entries):
+            e = self.entries[path]
+            h.update(json.dumps([e.path, e.type, e.layer, e.mode, e.size, e.link, e.uid, e.gid],
+                                separators=(",", ":")).encode())
+            h.update(b"\n")
+        return f"sha256:{h.hexdigest()}"
+
+    def read(self, path: str, load: Callable[[str], bytes | None]) -> bytes | None:
+        digest = self.content_digest(path)
+        return load(digest) if digest else None
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name

@@ -1,0 +1,165 @@
+"""One streaming pass over one layer's tar: entries, whiteouts, and the files catalogers want.
+
+Nothing is extracted to disk and a layer is never held in memory: ``tarfile`` reads the stream
+forward, and only files whose path a cataloger declared (and within a size bound) are read out.
+Hostile entries (absolute paths, ``..``, unknown types) are recorded as skipped, never applied.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from auditor.errors import InputError, LimitExceededError
+from auditor.model import FileEntry, Skipped
+from auditor.rootfs.decompress import Limits
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+_TYPES = {
+    tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file",
+    tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
+    tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block", tarfile.FIFOTYPE: "fifo",
+}
+
+# (path, size) -> capture this file's content?
+WantFn = Callable[[str], bool]
+# content -> content digest; where captured bytes go (the blob cache, or memory)
+StoreFn = Callable[[bytes], str]
+
+
+@dataclass
+class LayerScan:
+    """What one layer holds, before it is merged over the layers below."""
+
+    layer: int
+    entries: list[FileEntry] = field(default_factory=list)
+    whiteouts: list[str] = field(default_factory=list)
+    opaque_dirs: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    captured: dict[str, str] = field(default_factory=dict)  # path -> content digest
+    uncompressed_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "entries": [[e.path, e.type, e.mode, e.size, e.link, e.uid, e.gid]
+                        for e in self.entries],
+            "whiteouts": self.whiteouts,
+            "opaque_dirs": self.opaque_dirs,
+            "skipped": [[s.path, s.reason] for s in self.skipped],
+            "captured": self.captured,
+            "uncompressed_bytes": self.uncompressed_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], layer: int) -> LayerScan:
+        return cls(
+            layer=layer,
+            entries=[FileEntry(p, t, layer, m, s, link, u, g)
+                     for p, t, m, s, link, u, g in data["entries"]],
+            whiteouts=list(data["whiteouts"]),
+            opaque_dirs=list(data["opaque_dirs"]),
+            skipped=[Skipped(layer, p, r) for p, r in data["skipped"]],
+            captured=dict(data["captured"]),
+            uncompressed_bytes=int(data.get("uncompressed_bytes", 0)),
+        )
+
+
+def normalize_path(name: str) -> tuple[str | None, str | None]:
+    """A tar member name as a root-relative path, or (None, reason) when it must not be applied."""
+    if "\0" in name:
+        return None, "path contains a NUL byte"
+    if name.startswith("/"):
+        return None, "absolute path in a layer"
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None, "path with a '..' component (would escape the root)"
+    return "/".join(parts), None
+
+
+def scan_layer(stream: BinaryIO, layer: int, wants: WantFn, store: StoreFn,
+               limits: Limits = Limits(), what: str | None = None) -> LayerScan:
+    """Read one uncompressed layer tar from ``stream`` to its end."""
+    what = what or f"layer {layer}"
+    scan = LayerScan(layer)
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|", errorlevel=2)  # noqa: SIM115 - read member by member
+    except tarfile.ReadError as err:
+        if not _nonempty(err):
+            return scan  # an empty layer: valid, holds nothing
+        raise InputError(f"{what} is not a tar archive ({err})") from None
+    count = 0
+    try:
+        while True:
+            member = tar.next()
+            if member is None:
+                break
+            tar.members = []  # stream mode keeps every member otherwise: O(entries) memory
+            count += 1
+            if count > limits.max_entries:
+                raise LimitExceededError(
+                    f"{what} has more than {limits.max_entries} entries; raise --max-entries")
+            _take(tar, member, scan, wants, store, limits)
+    except tarfile.ReadError as err:
+        raise InputError(f"{what} is truncated or corrupt ({err})") from None
+    except EOFError:
+        raise InputError(f"{what} is truncated (unexpected end of the tar stream)") from None
+    return scan
+
+
+def _nonempty(err: tarfile.ReadError) -> bool:
+    return "empty file" not in str(err)
+
+
+def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, wants: WantFn,
+          store: StoreFn, limits: Limits) -> None:
+    path, reason = normalize_path(member.name)
+    if reason:
+        scan.skipped.append(Skipped(scan.layer, member.name, reason))
+        return
+    if not path:
+        return  # the root directory itself
+    head, _, base = path.rpartition("/")
+    if base == OPAQUE_MARKER:
+        scan.opaque_dirs.append(head)
+        return
+    if base.startswith(WHITEOUT_PREFIX):
+        target = base[len(WHITEOUT_PREFIX):]
+        if target.startswith(WHITEOUT_PREFIX):  # aufs metadata such as .wh..wh.plnk
+            scan.skipped.append(Skipped(scan.layer, path, "aufs metadata entry"))
+        elif target:
+            scan.whiteouts.append(f"{head}/{target}" if head else target)
+        return
+    kind = _TYPES.get(member.type)
+    if kind is None:
+        scan.skipped.append(Skipped(scan.layer, path, f"unsupported tar entry type {member.type!r}"))
+        return
+    link = None
+    if kind == "symlink":
+        link = member.linkname
+        if not link:
+            scan.skipped.append(Skipped(scan.layer, path, "symlink with an empty target"))
+            return
+    elif kind == "hardlink":
+        link, reason = normalize_path(member.linkname)
+        if reason or not link:
+            scan.skipped.append(Skipped(scan.layer, path, f"hardlink target {member.linkname!r}: "
+                                        f"{reason or 'empty'}"))
+            return
+    size = member.size if kind == "file" else 0
+    scan.entries.append(FileEntry(path, kind, scan.layer, member.mode & 0o7777, size, link,
+                                  member.uid, member.gid))
+    if kind == "file" and wants(path):
+        if size > limits.max_capture_bytes:
+            scan.skipped.append(Skipped(
+                scan.layer, path, f"{size} bytes, over the capture limit of "
+                f"{limits.max_capture_bytes}; not cataloged (raise --max-file-size)"))
+            return
+        extracted = tar.extractfile(member)
+        data = extracted.read(size) if extracted else b""
+        if len(data) != size:
+            raise EOFError
+        scan.captured[path] = store(data)

@@ -1,0 +1,242 @@
+"""A content-addressed store for blobs, and for per-layer results keyed by diff_id.
+
+Layout under the cache directory (``$AUDITOR_CACHE_DIR``, else ``$XDG_CACHE_HOME/auditor``, else
+``~/.cache/auditor``)::
+
+    blobs/sha256/<hex>     manifests, configs, layer blobs and captured files, verified
+    layers/<hex>-<key>.json  the rootfs index of one layer (key: indexer and catalogers' versions)
+    tmp/                   partial downloads (resumable) and files being written
+    locks/                 one lock file per digest being downloaded
+
+Every write is a temporary file renamed into place, so a killed process never leaves a half
+file under a digest's name, and two processes auditing the same image at once take turns on the
+download through ``flock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from auditor.digest import parse_digest
+from auditor.errors import DigestMismatchError, EnvironmentProblem
+
+CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("AUDITOR_CACHE_DIR"):
+        return Path(os.environ["AUDITOR_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "auditor"
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    path: str
+    blobs: int
+    blob_bytes: int
+    layer_indexes: int
+    layer_index_bytes: int
+    partials: int
+    partial_bytes: int
+
+
+# An opener returns a stream of the blob starting at the offset it was asked for, or at 0 when
+# it cannot resume; the second value says which.
+BlobOpener = Callable[[int], tuple[BinaryIO, int]]
+
+
+class BlobCache:
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir()
+        try:
+            for sub in ("blobs/sha256", "blobs/sha512", "layers", "tmp", "locks"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise EnvironmentProblem(f"cannot use cache directory {self.root}: {err.strerror}") from None
+
+    # -- blobs -----------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        algorithm, hexpart = parse_digest(digest)
+        return self.root / "blobs" / algorithm / hexpart
+
+    def has(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def read_bytes(self, digest: str) -> bytes | None:
+        path = self.blob_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        _touch(path)
+        return data
+
+    def open(self, digest: str) -> BinaryIO:
+        path = self.blob_path(digest)
+        _touch(path)
+        return open(path, "rb")
+
+    def put_bytes(self, digest: str, data: bytes) -> Path:
+        """Store bytes under their digest, after checking that they are what the digest says."""
+        algorithm, hexpart = parse_digest(digest)
+        if hashlib.new(algorithm, data).hexdigest() != hexpart:
+            raise DigestMismatchError(f"blob {digest} does not match its content; not cached")
+        path = self.blob_path(digest)
+        if not path.exists():
+            self._write_atomic(path, data)
+        return path
+
+    def ingest(self, digest: str, size: int | None, opener: BlobOpener,
+               progress: Callable[[int], None] | None = None) -> Path:
+        """Download a blob into the cache, resuming a partial download left by a killed run.
+
+        The bytes are verified against ``digest`` (and ``size`` when known) before they get the
+        digest's name; a mismatch deletes the partial file and raises, so nothing wrong enters.
+        """
+        algorithm, hexpart = parse_digest(digest)
+        final = self.blob_path(digest)
+        with self._lock(hexpart):
+            if final.is_file():
+                return final
+            partial = self.root / "tmp" / f"{hexpart}.partial"
+            for attempt in (0, 1):
+                offset = partial.stat().st_size if partial.exists() else 0
+                if size is not None and offset > size:
+                    offset = 0
+                try:
+                    self._download(partial, offset, algorithm, opener, progress, size)
+                    _verify_file(partial, algorithm, hexpart, size, digest)
+                except DigestMismatchError:
+                    partial.unlink(missing_ok=True)
+                    if offset and attempt == 0:
+                        continue  # the resumed bytes were bad: start over once
+                    raise
+                os.replace(partial, final)
+                return final
+        raise AssertionError("unreachable")
+
+    def _download(self, partial: Path, offset: int, algorithm: str, opener: BlobOpener,
+                  progress: Callable[[int], None] | None, size: int | None) -> None:
+        stream, start = opener(offset)
+        with contextlib.closing(stream), open(partial, "ab" if start else "wb") as out:
+            if start:
+                out.truncate(start)
+            written = start
+            if progress and start:
+                progress(start)
+            while True:
+                chunk = stream.read(CHUNK)
+                if not chunk:
+                    break
+                written += len(chunk)
+                if size is not None and written > size:
+                    raise DigestMismatchError(f"blob is longer than its declared size {size}")
+                out.write(chunk)
+                if progress:
+                    progress(len(chunk))
+
+    # -- per-layer results -----------------------------------------------------------------
+    def layer_index_path(self, diff_id: str, key: str) -> Path:
+        _, hexpart = parse_digest(diff_id)
+        return self.root / "layers" / f"{hexpart}-{key}.json"
+
+    def load_layer_index(self, diff_id: str, key: str) -> dict[str, Any] | None:
+        path = self.layer_index_path(diff_id, key)
+        try:
+            with open(path, "rb") as f:
+                data = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return None
+        _touch(path)
+        return data
+
+    def store_layer_index(self, diff_id: str, key: str, data: dict[str, Any]) -> None:
+        payload = json.dumps(data, separators=(",", ":")).encode()
+        self._write_atomic(self.layer_index_path(diff_id, key), payload)
+
+    # -- maintenance -----------------------------------------------------------------------
+    def info(self) -> CacheInfo:
+        def count(folder: Path, pattern: str = "*") -> tuple[int, int]:
+            files = [p for p in folder.glob(pattern) if p.is_file()]
+            return len(files), sum(p.stat().st_size for p in files)
+
+        b1, s1 = count(self.root / "blobs" / "sha256")
+        b2, s2 = count(self.root / "blobs" / "sha512")
+        li, ls = count(self.root / "layers")
+        pa, ps = count(self.root / "tmp")
+        return CacheInfo(str(self.root), b1 + b2, s1 + s2, li, ls, pa, ps)
+
+    def prune(self, older_than_days: float | None = None, everything: bool = False) -> int:
+        """Remove partial downloads, and entries unused for ``older_than_days`` (or all)."""
+        removed = 0
+        cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
+        for folder in ("blobs/sha256", "blobs/sha512", "layers", "tmp"):
+            for path in (self.root / folder).iterdir():
+                if not path.is_file():
+                    continue
+                stale = folder == "tmp" or everything or (
+                    cutoff is not None and path.stat().st_mtime < cutoff)
+                if stale:
+                    with self._lock(path.name.split("-")[0].split(".")[0]):
+                        path.unlink(missing_ok=True)
+                    removed += 1
+        if everything:
+            shutil.rmtree(self.root / "demo", ignore_errors=True)
+        return removed
+
+    # -- helpers ---------------------------------------------------------------------------
+    def temp_path(self, suffix: str = "") -> Path:
+        fd, name = tempfile.mkstemp(dir=self.root / "tmp", suffix=suffix)
+        os.close(fd)
+        return Path(name)
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix=path.name[:16] + ".")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        with open(self.root / "locks" / f"{name}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _verify_file(path: Path, algorithm: str, hexpart: str, size: int | None, digest: str) -> None:
+    h = hashlib.new(algorithm)
+    total = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            total += len(chunk)
+    if size is not None and total != size:
+        raise DigestMismatchError(f"blob {digest} has {total} bytes, expected {size}; not cached")
+    if h.hexdigest() != hexpart:
+        raise DigestMismatchError(
+            f"blob {digest} does not match its content (got {algorithm}:{h.hexdigest()}); not cached")
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
