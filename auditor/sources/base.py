@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from auditor import mediatypes as mt
-from auditor.digest import VerifyingReader, digest_bytes, verify_bytes
+from auditor.digest import VerifyingReader, digest_bytes, validate_digest, verify_bytes
 from auditor.errors import InputError, PlatformError
 from auditor.model import Descriptor, Layer, Platform, host_platform
 from auditor.reference import ImageRef
@@ -262,8 +262,6 @@ def _layers(manifest: dict[str, Any], config: dict[str, Any], digest: str) -> li
     created_by = [h.get("created_by") for h in history if not h.get("empty_layer")]
     layers = []
     for i, (desc, diff_id) in enumerate(zip(descs, diff_ids, strict=True)):
-        from auditor.digest import validate_digest
-
         try:
             validate_digest(diff_id)
         except InputError:
