@@ -10,6 +10,7 @@ from auditor.sources.cache import BlobCache
 
 pytest_plugins = [
     "tests.registry_fixtures",
+    "tests.engine_fixtures",
 ]
 
 

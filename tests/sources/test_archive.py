@@ -128,5 +128,5 @@ def test_not_an_archive(tmp_path: Path, cache: BlobCache) -> None:
         _open(f"docker-archive:{junk}", cache)
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
-    with pytest.raises(InputError, match="no index.json"):
+    with pytest.raises(InputError, match=r"no index\.json"):
         _open(f"oci:{empty_dir}", cache)
