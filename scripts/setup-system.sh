@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Install the system packages the tests need (Debian bookworm), as root. Idempotent: when every
+# package is installed already it touches nothing and needs no network.
+#
+# What each is for:
+#   docker-registry  a real OCI registry on loopback (CNCF distribution 2.8)
+#   apache2-utils    htpasswd, for the registry's basic-auth mode
+#   skopeo, umoci    copying and assembling images (OCI layouts, docker-archives)
+#   podman, runc, uidmap, fuse-overlayfs
+#                    a real engine speaking the Docker API (runc: crun fails on mixed cgroups)
+#   mmdebstrap       the Debian base image fixture, built from Debian's packages
+#   gcc              ELF libraries compiled for the linkage tests
+#   zstd             zstd-compressed layers
+#   make             the test entry point (make test)
+set -euo pipefail
+
+PACKAGES=(
+    docker-registry skopeo podman runc uidmap fuse-overlayfs umoci mmdebstrap apache2-utils
+    gcc zstd make
+)
+# More can be added for one run: EXTRA_SYSTEM_PACKAGES="slurm-wlm munge" scripts/setup-system.sh
+read -r -a EXTRA <<<"${EXTRA_SYSTEM_PACKAGES:-}"
+PACKAGES+=("${EXTRA[@]}")
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        echo "setup-system.sh: run as root (or install sudo): apt-get needs it" >&2
+        exit 1
+    fi
+fi
+
+installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+    installed "$package" || missing+=("$package")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup-system.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt_get=("${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=300 -o Acquire::Retries=3)
+    for attempt in 1 2 3; do
+        if "${apt_get[@]}" update -q; then
+            break
+        fi
+        if [ "$attempt" -eq 3 ]; then
+            echo "setup-system.sh: apt-get update failed" >&2
+            exit 1
+        fi
+        sleep $((attempt * 5))
+    done
+    for package in "${missing[@]}"; do
+        policy=$(apt-cache policy "$package")  # not piped into grep -q: SIGPIPE + pipefail
+        if ! grep -q 'Candidate: [^(]' <<<"$policy"; then
+            echo "setup-system.sh: package $package has no installation candidate" >&2
+            exit 1
+        fi
+    done
+    "${apt_get[@]}" install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "setup-system.sh: all ${#PACKAGES[@]} system packages already installed"
+fi
+
+# podman and skopeo refuse to pull without a signature policy. Debian's containers-common ships
+# one; write the default only if it is missing. Everything else (runtime, cgroup manager,
+# insecure loopback registries) the test fixtures pass through CONTAINERS_CONF and
+# CONTAINERS_REGISTRIES_CONF, so nothing else under /etc/containers is needed.
+if [ ! -e /etc/containers/policy.json ]; then
+    "${SUDO[@]}" mkdir -p /etc/containers
+    printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' |
+        "${SUDO[@]}" tee /etc/containers/policy.json >/dev/null
+fi
+
+for tool in docker-registry skopeo podman runc umoci mmdebstrap htpasswd gcc zstd make; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "setup-system.sh: $tool is still missing after the install" >&2
+        exit 1
+    }
+done
