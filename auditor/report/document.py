@@ -37,7 +37,9 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             "transport": result.ref.transport,
         },
         "image": {
-            "digest": None if image.digest_synthesized else image.digest,
+            "digest": image.identity_digest,
+            "digest_source": ("manifest" if not image.digest_synthesized else
+                              "engine-repo-digest" if image.identity_digest else None),
             "index_digest": image.index_digest,
             "image_id": image.image_id,
             "media_type": image.media_type,

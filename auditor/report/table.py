@@ -23,7 +23,7 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
     os_info = doc.get("os") or {}
     rows = [
         ("Reference", doc["reference"]["canonical"]),
-        ("Digest", image["digest"] or "- (docker-archive: no manifest; the image ID identifies it)"),
+        ("Digest", _digest_text(image)),
         ("Index", image.get("index_digest")),
         ("Image ID", image["image_id"]),
         ("Platform", image["platform"]),
@@ -66,6 +66,14 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
                                 f"fingerprint {short(rootfs['fingerprint'], 16)}"))
     _problems(console, "Skipped entries", doc["skipped"], ("layer", "path", "reason"))
     _problems(console, "Unread files", doc["unknowns"], ("cataloger", "layer", "path", "reason"))
+
+
+def _digest_text(image: dict[str, Any]) -> str:
+    if not image["digest"]:
+        return "- (a docker save tarball has no manifest; the image ID identifies it)"
+    if image.get("digest_source") == "engine-repo-digest":
+        return f"{image['digest']} (recorded by the engine when it pulled the image)"
+    return image["digest"]
 
 
 def _config_value(value: Any) -> str:

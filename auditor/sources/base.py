@@ -63,6 +63,11 @@ class Source(ABC):
         """Extra facts a source knows (an engine's RepoDigests); shown in the report."""
         return {}
 
+    def recorded_digest(self) -> str | None:
+        """For a source without a manifest (a docker save), the manifest digest someone recorded
+        for this image: an engine's RepoDigest from when it pulled it. None if nobody did."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the source holds (temporary files, connections)."""
 
@@ -89,6 +94,12 @@ class Image:
     platform: Platform
     index_digest: str | None = None
     platforms: list[Platform] = field(default_factory=list)
+
+    @property
+    def identity_digest(self) -> str | None:
+        """The manifest digest that names this image: its own, or where the source had no
+        manifest, the one an engine recorded when it pulled the image (else None)."""
+        return self.source.recorded_digest() if self.digest_synthesized else self.digest
 
     @property
     def image_id(self) -> str:

@@ -230,6 +230,25 @@ class EngineSource(Source):
             "repo_tags": list(attrs.get("RepoTags") or []),
         }
 
+    def recorded_digest(self) -> str | None:
+        """The RepoDigest of the repository the reference names (else the only one there is).
+
+        It is the digest of what the engine pulled: the manifest, or for a multi-platform pull
+        the index (Docker records only that; podman records both)."""
+        digests: dict[str, set[str]] = {}
+        for entry in self.image.attrs.get("RepoDigests") or []:
+            name, _, digest = str(entry).rpartition("@")
+            if name and digest.startswith("sha256:"):
+                digests.setdefault(digest, set()).add(name)
+        ref = self.ref
+        wanted = {f"{ref.registry}/{ref.repository}", str(ref.repository)}
+        if ref.registry == "docker.io":
+            wanted.add(str(ref.repository).removeprefix("library/"))
+        matching = sorted(d for d, names in digests.items() if names & wanted)
+        if len(matching) == 1:
+            return matching[0]
+        return next(iter(digests)) if len(digests) == 1 else None
+
     @property
     def archive_path(self) -> Path | None:
         """The temporary ``docker save`` file while the source holds one (for tests)."""
