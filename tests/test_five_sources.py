@@ -4,8 +4,11 @@ identity of the image and on every entry of its merged filesystem."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from auditor.audit import AuditOptions, AuditResult, audit
@@ -28,6 +31,14 @@ def _audit_five_ways(layout: Path, tag: str, name: str, registry, engine,
                      tmp_path: Path) -> dict[str, AuditResult]:
     digest = push_oci_layout(layout, tag, registry, name)
     remote = f"{registry.host}/{name}"
+    # podman lists every repository with every manifest digest it has seen for an image, so an
+    # earlier test's copy would make the recorded digest ambiguous: start from none.
+    image_id = json.loads((Path(layout) / "blobs" / "sha256" / digest.split(":")[1]).read_text())[
+        "config"]["digest"]
+    for present in engine.client.images.list():
+        if present.id == image_id:
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.client.images.remove(present.id, force=True)
     engine.pull(f"{remote}:{tag}")
     archive = oci_to_docker_archive(layout, tag, tmp_path / f"{tag}.tar", f"{name}:{tag}")
     refs = {

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from auditor.digest import digest_bytes
+from auditor.errors import InputError, LimitExceededError
 from auditor.model import Layer
 from auditor.rootfs.decompress import LayerReader, Limits
 from auditor.rootfs.index import RootfsIndex
@@ -46,6 +47,13 @@ def compile_wants(wants: Sequence[Want]) -> Callable[[str], bool]:
     return lambda path: regex.match(path) is not None
 
 
+def wanted_over(index: RootfsIndex, want: Callable[[str], bool]) -> Callable[[str], bool]:
+    """A file written through a symlinked parent lands elsewhere (``lib/x`` over ``lib ->
+    usr/lib`` is ``usr/lib/x``): it is wanted if its tar path or where it lands matches, given
+    the layers merged into ``index`` so far."""
+    return lambda path: want(path) or want(index.canonical_path(path))
+
+
 def cache_key(wants: Sequence[Want], limits: Limits) -> str:
     spec = {"indexer": INDEXER_VERSION, "capture_limit": limits.max_capture_bytes,
             "wants": sorted([w.owner, w.version, sorted(w.globs)] for w in wants)}
@@ -59,18 +67,35 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
     want = compile_wants(wants)
     key = cache_key(wants, limits)
     index = RootfsIndex()
+    wanted = wanted_over(index, want)
     for layer in image.layers:
-        cached = cache.load_layer_index(layer.diff_id, key)
-        if cached is not None and all(cache.has(d) for d in cached["captured"].values()):
+        scan = _cached_scan(cache, layer, key, wanted, limits)
+        if scan is not None:
             progress.layer_started(layer, None, cached=True)
-            scan = LayerScan.from_json(cached, layer.index)
         else:
             progress.layer_started(layer, layer.size, cached=False)
-            scan = scan_one_layer(image, layer, want, cache, limits, progress)
+            scan = scan_one_layer(image, layer, wanted, cache, limits, progress)
             cache.store_layer_index(layer.diff_id, key, scan.to_json())
         index.apply(scan)
         progress.layer_done(layer)
     return index
+
+
+def _cached_scan(cache: BlobCache, layer: Layer, key: str, wanted: Callable[[str], bool],
+                 limits: Limits) -> LayerScan | None:
+    """The layer's cached scan, if it holds every file wanted over these lower layers.
+
+    A scan is cached by diff_id alone, but which files it had to capture can depend on the
+    symlinks of the layers below it; a scan made over other lower layers may lack one."""
+    data = cache.load_layer_index(layer.diff_id, key)
+    if data is None or not all(cache.has(d) for d in data["captured"].values()):
+        return None
+    scan = LayerScan.from_json(data, layer.index)
+    for entry in scan.entries:
+        if (entry.type == "file" and entry.size <= limits.max_capture_bytes
+                and entry.path not in scan.captured and wanted(entry.path)):
+            return None
+    return scan
 
 
 def scan_one_layer(image: Image, layer: Layer, want: Callable[[str], bool], cache: BlobCache,
@@ -83,9 +108,16 @@ def scan_one_layer(image: Image, layer: Layer, want: Callable[[str], bool], cach
         return digest
 
     with image.open_layer(layer, progress.advance) as compressed:
-        reader = LayerReader(compressed, limits, what, layer.diff_id)
-        scan = scan_layer(reader, layer.index, want, store, limits, what)  # type: ignore[arg-type]
-        reader.finish()  # the tar's end is not the stream's: hash every byte for the diff_id
+        try:
+            reader = LayerReader(compressed, limits, what, layer.diff_id)
+            scan = scan_layer(reader, layer.index, want, store, limits, what)  # type: ignore[arg-type]
+            reader.finish()  # the tar's end is not the stream's: hash every byte for the diff_id
+        except LimitExceededError:
+            raise
+        except InputError:
+            # Bytes that fail to decode may simply not be the blob's: say so when it is the case.
+            compressed.drain()
+            raise
         compressed.drain()
     scan.uncompressed_bytes = reader.uncompressed_bytes
     return scan

@@ -101,18 +101,21 @@ class LayerReader:
             raise InputError(f"{self._what} is truncated (the gzip stream ends early)")
 
     def _zstd_chunks(self, head: bytes):
-        # stream_reader bounds each read's output (a zstd block can expand 40000-fold). It does
-        # not notice a truncated stream; the layer's digest and diff_id checks do.
+        # stream_reader bounds each read's output (a zstd block can expand 40000-fold) but does
+        # not notice a stream cut short; the frame walker, fed the same compressed bytes, does.
+        frames = ZstdFrameWalker(self._what)
         reader = zstandard.ZstdDecompressor().stream_reader(
-            _CountingPrefixed(head, self), read_across_frames=True, closefd=False)
+            _CountingPrefixed(head, self, frames), read_across_frames=True, closefd=False)
         while True:
             try:
                 out = reader.read(CHUNK)
             except zstandard.ZstdError as err:
                 raise InputError(f"{self._what} is not valid zstd: {err}") from None
             if not out:
-                return
+                break
             yield out
+        if not frames.at_frame_boundary():
+            raise InputError(f"{self._what} is truncated (the zstd stream ends inside a frame)")
 
     def _next_chunk(self) -> bytes:
         for out in self._chunks:
@@ -171,13 +174,82 @@ class LayerReader:
 
 
 class _CountingPrefixed:
-    """The compressed stream again, with the bytes already read for sniffing put back in front."""
+    """The compressed stream again, with the bytes already read for sniffing put back in front,
+    shown to the frame walker on the way."""
 
-    def __init__(self, head: bytes, owner: LayerReader) -> None:
-        self._head, self._owner = head, owner
+    def __init__(self, head: bytes, owner: LayerReader, frames: ZstdFrameWalker) -> None:
+        self._head, self._owner, self._frames = head, owner, frames
 
     def read(self, n: int = -1) -> bytes:
         if self._head:
             out, self._head = self._head, b""
-            return out
-        return self._owner._read_compressed(n if n and n > 0 else CHUNK)
+        else:
+            out = self._owner._read_compressed(n if n and n > 0 else CHUNK)
+        self._frames.feed(out)
+        return out
+
+
+_ZSTD_SKIPPABLE_TAIL = b"\x2a\x4d\x18"  # skippable frames: magic 0x184D2A50..5F, little endian
+_DICT_ID_BYTES = (0, 1, 2, 4)
+_CONTENT_SIZE_BYTES = (0, 2, 4, 8)
+
+
+class ZstdFrameWalker:
+    """Follows the frame and block headers of a zstd stream (RFC 8878) without decompressing,
+    to tell whether the stream ended on a frame boundary. Block headers give each block's size,
+    so this costs a few operations per block."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._state = "magic"
+        self._buffer = b""
+        self._skip = 0
+        self._checksum = False
+
+    def _need(self) -> int:
+        return {"magic": 4, "descriptor": 1, "skippable": 4, "block": 3}[self._state]
+
+    def feed(self, data: bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            need = self._need() - len(self._buffer)
+            self._buffer += data[pos:pos + need]
+            pos += min(need, end - pos)
+            if len(self._buffer) == self._need():
+                header, self._buffer = self._buffer, b""
+                self._advance(header)
+
+    def _advance(self, header: bytes) -> None:
+        if self._state == "magic":
+            if header == ZSTD_MAGIC:
+                self._state = "descriptor"
+            elif header[0] & 0xF0 == 0x50 and header[1:] == _ZSTD_SKIPPABLE_TAIL:
+                self._state = "skippable"
+            else:
+                raise InputError(f"{self._what} is not valid zstd: no frame magic after a frame")
+        elif self._state == "skippable":
+            self._skip, self._state = int.from_bytes(header, "little"), "magic"
+        elif self._state == "descriptor":
+            d = header[0]
+            single_segment = bool(d & 0x20)
+            content_size = _CONTENT_SIZE_BYTES[d >> 6] or (1 if single_segment else 0)
+            self._checksum = bool(d & 0x04)
+            self._skip = (0 if single_segment else 1) + _DICT_ID_BYTES[d & 0x03] + content_size
+            self._state = "block"
+        else:  # block header: last-block bit, type, size
+            value = int.from_bytes(header, "little")
+            last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise InputError(f"{self._what} is not valid zstd: reserved block type")
+            self._skip = 1 if kind == 1 else size
+            if last:
+                self._skip += 4 if self._checksum else 0
+                self._state = "magic"
+
+    def at_frame_boundary(self) -> bool:
+        return self._state == "magic" and not self._buffer and not self._skip

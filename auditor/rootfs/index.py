@@ -30,21 +30,29 @@ class RootfsIndex:
 
     # -- building --------------------------------------------------------------------------
     def apply(self, scan: LayerScan) -> None:
-        """Merge one layer over what is below it (OCI image spec, "Applying changesets")."""
+        """Merge one layer over what is below it (OCI image spec, "Applying changesets").
+
+        As container runtimes do, a path's parent directories are resolved through the symlinks
+        already in the filesystem: ``lib/x`` over ``lib -> usr/lib`` lands at ``usr/lib/x``, and a
+        whiteout or opaque marker under ``lib/`` acts on ``usr/lib``.
+        """
         for directory in scan.opaque_dirs:
-            for child in list(self._children.get(directory, ())):
-                self._remove_tree(_join(directory, child))
+            target = self.resolve(directory) if directory else ""
+            for child in list(self._children.get(target, ())) if target is not None else ():
+                self._remove_tree(_join(target, child))
         for path in scan.whiteouts:
-            if path in self.entries or path in self._children:
-                self._remove_tree(path)
+            target = self.canonical_path(path)
+            if target in self.entries or target in self._children:
+                self._remove_tree(target)
                 self.whiteouts_applied += 1
             else:
                 self.skipped.append(Skipped(scan.layer, path,
                                             "whiteout of a path no lower layer has"))
         hardlinks: list[FileEntry] = []
         for entry in scan.entries:
-            path = self._canonical_parent(entry.path)
-            if path != entry.path:
+            tar_path = entry.path
+            path = self.canonical_path(tar_path)
+            if path != tar_path:
                 entry = FileEntry(path, entry.type, entry.layer, entry.mode, entry.size,
                                   entry.link, entry.uid, entry.gid)
             old = self.entries.get(path)
@@ -53,8 +61,8 @@ class RootfsIndex:
             self._add(entry)
             if entry.type == "hardlink":
                 hardlinks.append(entry)
-            elif entry.path in scan.captured:
-                self.captured[path] = scan.captured[entry.path]
+            elif tar_path in scan.captured:
+                self.captured[path] = scan.captured[tar_path]
         for link in hardlinks:
             self._check_hardlink(link, scan)
         self.skipped.extend(scan.skipped)
@@ -79,10 +87,9 @@ class RootfsIndex:
             siblings.discard(name)
 
     def _check_hardlink(self, link: FileEntry, scan: LayerScan) -> None:
-        target = self.entries.get(link.link or "")
-        if target is None or target.type not in ("file", "hardlink"):
+        target, reason = self._hardlink_file(link)
+        if target is None:
             self._remove_tree(link.path)
-            reason = "missing" if target is None else f"a {target.type}"
             scan.skipped.append(Skipped(scan.layer, link.path,
                                         f"hardlink to {link.link!r}, which is {reason}"))
             return
@@ -92,8 +99,24 @@ class RootfsIndex:
         if target.path in self.captured:
             self.captured[link.path] = self.captured[target.path]
 
-    def _canonical_parent(self, path: str) -> str:
-        """Where a layer's entry really lands when one of its parent directories is a symlink."""
+    def _hardlink_file(self, link: FileEntry) -> tuple[FileEntry | None, str]:
+        """The regular file a hardlink names, following hardlinks to hardlinks; no cycles."""
+        seen = {link.path}
+        current = self.entries.get(self.canonical_path(link.link or ""))
+        while current is not None and current.type == "hardlink":
+            if current.path in seen or len(seen) > MAX_SYMLINK_HOPS:
+                return None, "a cycle of hardlinks"
+            seen.add(current.path)
+            current = self.entries.get(current.link or "")
+        if current is None:
+            return None, "missing"
+        if current.type != "file":
+            return None, f"a {current.type}"
+        return current, ""
+
+    def canonical_path(self, path: str) -> str:
+        """Where an entry written at ``path`` lands: its parent directories resolved through the
+        symlinks in the filesystem so far (the final component is not followed)."""
         parent, _, name = path.rpartition("/")
         if not parent:
             return path
@@ -120,6 +143,8 @@ class RootfsIndex:
             entry = self.entries.get(current)
             if entry is None and current not in self._children:
                 return None
+            if entry is not None and parts and entry.type not in ("dir", "symlink"):
+                return None  # ENOTDIR: a file in the middle of a path
             if entry is not None and entry.type == "symlink" and (parts or follow_final):
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:

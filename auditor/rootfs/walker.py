@@ -68,6 +68,21 @@ class LayerScan:
         )
 
 
+class _StrictTarInfo(tarfile.TarInfo):
+    """Python's tarfile takes a cut or garbled header after the first as the end of the archive;
+    Go's archive/tar (containerd, moby) fails instead, and so do we. A clean end is a zero block,
+    or the stream ending exactly on a block boundary."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as err:  # type: ignore[attr-defined]
+            if tarfile_.offset:
+                raise tarfile.ReadError(f"bad header at offset {tarfile_.offset}: {err}") from None
+            raise
+
+
 def normalize_path(name: str) -> tuple[str | None, str | None]:
     """A tar member name as a root-relative path, or (None, reason) when it must not be applied."""
     if "\0" in name:
@@ -86,7 +101,8 @@ def scan_layer(stream: BinaryIO, layer: int, wants: WantFn, store: StoreFn,
     what = what or f"layer {layer}"
     scan = LayerScan(layer)
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|", errorlevel=2)  # noqa: SIM115 - read member by member
+        tar = tarfile.open(fileobj=stream, mode="r|", errorlevel=2,  # noqa: SIM115 - member by member
+                           tarinfo=_StrictTarInfo)
     except tarfile.ReadError as err:
         if not _nonempty(err):
             return scan  # an empty layer: valid, holds nothing

@@ -231,23 +231,7 @@ class EngineSource(Source):
         }
 
     def recorded_digest(self) -> str | None:
-        """The RepoDigest of the repository the reference names (else the only one there is).
-
-        It is the digest of what the engine pulled: the manifest, or for a multi-platform pull
-        the index (Docker records only that; podman records both)."""
-        digests: dict[str, set[str]] = {}
-        for entry in self.image.attrs.get("RepoDigests") or []:
-            name, _, digest = str(entry).rpartition("@")
-            if name and digest.startswith("sha256:"):
-                digests.setdefault(digest, set()).add(name)
-        ref = self.ref
-        wanted = {f"{ref.registry}/{ref.repository}", str(ref.repository)}
-        if ref.registry == "docker.io":
-            wanted.add(str(ref.repository).removeprefix("library/"))
-        matching = sorted(d for d, names in digests.items() if names & wanted)
-        if len(matching) == 1:
-            return matching[0]
-        return next(iter(digests)) if len(digests) == 1 else None
+        return recorded_digest(self.image.attrs.get("RepoDigests") or [], self.ref)
 
     @property
     def archive_path(self) -> Path | None:
@@ -264,3 +248,24 @@ class EngineSource(Source):
             path.unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             self.client.close()
+
+
+def recorded_digest(repo_digests: list[str], ref: ImageRef) -> str | None:
+    """The digest an engine recorded for the repository ``ref`` names, if there is exactly one.
+
+    It is the digest of what the engine pulled: the manifest, or for a multi-platform pull the
+    index (Docker records only that). podman lists every repository with every manifest digest
+    it has seen for the image (say, pulled from a registry and also loaded from an archive): then
+    no single digest can be named, and None is said rather than a guess."""
+    digests: dict[str, set[str]] = {}
+    for entry in repo_digests:
+        name, _, digest = str(entry).rpartition("@")
+        if name and digest.startswith("sha256:"):
+            digests.setdefault(digest, set()).add(name)
+    wanted = {f"{ref.registry}/{ref.repository}", str(ref.repository)}
+    if ref.registry == "docker.io":
+        wanted.add(str(ref.repository).removeprefix("library/"))
+    matching = sorted(d for d, names in digests.items() if names & wanted)
+    if len(matching) == 1:
+        return matching[0]
+    return next(iter(digests)) if len(digests) == 1 and not matching else None

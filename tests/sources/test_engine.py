@@ -253,3 +253,23 @@ def test_debian_image_streams_through_a_file(engine: Engine, debian_image, tmp_p
     # The whole docker-save tar (over 200 MB) never sits in memory.
     assert result["archive_bytes"] > 150 << 20
     assert result["peak_rss_kib"] < 150 << 10, result
+
+
+A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+@pytest.mark.parametrize(("repo_digests", "ref", "expected"), [
+    ([f"127.0.0.1:5000/x@{A}"], "podman:127.0.0.1:5000/x:t", A),
+    ([f"127.0.0.1:5000/x@{A}", f"localhost/y@{B}"], "podman:127.0.0.1:5000/x:t", A),
+    ([f"ubuntu@{A}"], "docker-daemon:ubuntu:22.04", A),  # Docker Hub, as Docker shows it
+    ([f"localhost/y@{A}"], "podman:127.0.0.1:5000/x:t", A),  # the only one there is
+    # podman pairs every repository with every digest it has seen: ambiguous, so nothing
+    ([f"127.0.0.1:5000/x@{A}", f"127.0.0.1:5000/x@{B}"], "podman:127.0.0.1:5000/x:t", None),
+    ([], "podman:x", None),
+])
+def test_recorded_digest_is_named_only_when_unambiguous(repo_digests: list[str], ref: str,
+                                                        expected: str | None) -> None:
+    from auditor.reference import parse_reference
+    from auditor.sources.engine import recorded_digest
+
+    assert recorded_digest(repo_digests, parse_reference(ref)) == expected
