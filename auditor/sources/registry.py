@@ -163,10 +163,7 @@ class RegistryClient:
                 raise EnvironmentProblem(
                     f"request to registry {self.registry} failed: {_short_reason(err)}") from None
             self._scheme_settled = True
-            if response.status_code in RETRY_STATUSES and not last:
-                delay = _retry_after(response) or _backoff(attempt)
-                response.close()
-                time.sleep(delay)
+            if _waited_to_retry(response, attempt, last):
                 continue
             return response
         raise AssertionError("unreachable")
@@ -271,10 +268,7 @@ class RegistryClient:
                         f"reachable: {_short_reason(err)}") from None
                 time.sleep(_backoff(attempt))
                 continue
-            if response.status_code in RETRY_STATUSES and attempt < self.retries:
-                delay = _retry_after(response) or _backoff(attempt)
-                response.close()
-                time.sleep(delay)
+            if _waited_to_retry(response, attempt, attempt == self.retries):
                 continue
             return response
         raise AssertionError("unreachable")
@@ -547,6 +541,17 @@ def _with_query(url: str, query: Mapping[str, str]) -> str:
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc.lower()
+
+
+def _waited_to_retry(response: requests.Response, attempt: int, last: bool) -> bool:
+    """For a transient status (429, 5xx) short of the last attempt: close the response, wait
+    (Retry-After, else exponential backoff) and say so; the caller then tries again."""
+    if response.status_code not in RETRY_STATUSES or last:
+        return False
+    delay = _retry_after(response) or _backoff(attempt)
+    response.close()
+    time.sleep(delay)
+    return True
 
 
 def _backoff(attempt: int) -> float:
