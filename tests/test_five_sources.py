@@ -48,8 +48,18 @@ def _audit_five_ways(layout: Path, tag: str, name: str, registry, engine,
         "oci": f"oci:{layout}:{tag}",
         "podman": f"podman:{remote}:{tag}",
     }
-    from auditor.sources import SourceOptions
+    from auditor.reference import parse_reference
+    from auditor.sources import BlobCache, SourceOptions, make_source, open_image
+    from auditor.testing import validate_image
 
+    options = SourceOptions(engine_host=engine.base_url)
+    for way, ref in refs.items():  # every source passes the same check on the same image
+        cache = BlobCache(tmp_path / f"validate-{way}")
+        source = make_source(parse_reference(ref), cache, options)
+        try:
+            validate_image(open_image(source, cache))
+        finally:
+            source.close()
     return {way: audit(ref, AuditOptions(cache_dir=str(tmp_path / f"cache-{way}"),
                                          source=SourceOptions(engine_host=engine.base_url)))
             for way, ref in refs.items()}

@@ -697,3 +697,29 @@ def test_unreadable_auth_entry_is_an_auth_error(docker_config: CredentialStore) 
 ])
 def test_loopback_hosts_speak_plain_http(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.registry
+def test_platform_option_through_the_cli(registry: RegistryServer,
+                                         multiarch: dict[Platform, BuiltImage],
+                                         tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    ref = f"{registry.host}/sources/multi:v1"
+    base = [sys.executable, "-m", "auditor", "audit", ref, "--cache-dir", str(tmp_path)]
+    done = subprocess.run([*base, "--platform", "linux/arm64", "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["image"]["platform"] == "linux/arm64"
+    assert doc["image"]["digest"] == multiarch[ARM64].manifest_digest
+    assert doc["image"]["index_digest"] == multiarch[ARM64].index_digest
+    assert doc["image"]["platforms_available"] == ["linux/amd64", "linux/arm64"]
+    done = subprocess.run([*base, "--platform", "linux/s390x"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"auditor: error: {ref} has no image for platform linux/s390x; "
+        "available: linux/amd64, linux/arm64"]
