@@ -43,9 +43,10 @@ def audit(reference: str | ImageRef, options: AuditOptions = AuditOptions(),
     source = make_source(ref, cache, options.source)
     try:
         image = open_image(source, cache, options.platform)
-        index = build_rootfs(image, cache, [c.want for c in catalogers], options.limits, progress)
+        wants = [want for cataloger in catalogers for want in cataloger.wants]
+        index = build_rootfs(image, cache, wants, options.limits, progress)
         facts = image.facts()
     finally:
         source.close()
-    inventory = run_catalogers(FileView(index, cache.read_bytes), catalogers)
+    inventory = run_catalogers(FileView(index, cache.read_bytes, image.config), catalogers)
     return AuditResult(ref, image, index, inventory, facts, time.monotonic() - started)

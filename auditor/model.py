@@ -120,3 +120,67 @@ class Unknown:
     path: str
     layer: int | None
     reason: str
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One piece of evidence for a version: what was read, where, and the version it implies."""
+
+    kind: str  # soname, filename, string, constant, data-symbol, header, package, metadata, env, label
+    source: str  # a path in the image, or a config key such as "Env:CUDNN_VERSION"
+    value: str  # what was read there, as read
+    version: str | None = None  # the version it implies, normalised (None: says nothing of it)
+
+
+@dataclass(frozen=True)
+class Package:
+    """An installed package, from a package database or a Python/conda metadata file."""
+
+    type: str  # deb, apk, rpm, python, conda
+    name: str
+    version: str
+    purl: str
+    path: str  # the database or metadata file it was read from
+    layer: int | None = None
+    arch: str | None = None
+    source: str | None = None  # source package, installer, or channel
+    licenses: tuple[str, ...] = ()
+    files: tuple[str, ...] = field(default=(), compare=False)  # files it owns, when known
+
+
+@dataclass(frozen=True)
+class Library:
+    """A numeric library file in the image and its version, with all the evidence read."""
+
+    component: str  # cudnn, cublas, cublasLt, nccl, cudart, nvrtc, nvjitlink, ... (see rules)
+    path: str
+    layer: int | None
+    version: str | None  # the version of the strongest evidence (major.minor.patch[.build])
+    evidence: tuple[Evidence, ...] = ()
+    soname: str | None = None
+    package: str | None = None  # the owning package, "type:name@version"
+    machine: str | None = None  # x86_64, aarch64, ...
+
+
+@dataclass(frozen=True)
+class Framework:
+    """An ML framework and what it was built for (CUDA, cuDNN, ...)."""
+
+    name: str  # torch, tensorflow, jax, jaxlib
+    version: str
+    path: str
+    layer: int | None = None
+    built_for: dict[str, str] = field(default_factory=dict, hash=False)  # component -> version
+    evidence: tuple[Evidence, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something the audit says about the image (inventory disagreements now; rules later)."""
+
+    id: str  # stable, e.g. "version-disagreement"
+    severity: str  # info, low, medium, high, critical
+    component: str
+    message: str  # one sentence
+    evidence: tuple[Evidence, ...] = ()
+    path: str | None = None

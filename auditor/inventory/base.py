@@ -6,17 +6,49 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from auditor.model import Unknown
+from auditor.model import Finding, Framework, Library, Package, Unknown
 from auditor.rootfs.build import Want
 from auditor.rootfs.index import RootfsIndex
+from auditor.rootfs.walker import Analyzer
 
 
 class FileView:
-    """What a cataloger sees: the merged index and the content of the files it asked for."""
+    """What a cataloger sees: the merged index, the content of the files it asked for, the
+    facts its analyzer found, and the image's config (Env and Labels are evidence too)."""
 
-    def __init__(self, index: RootfsIndex, load: Callable[[str], bytes | None]) -> None:
+    def __init__(self, index: RootfsIndex, load: Callable[[str], bytes | None],
+                 config: dict[str, Any] | None = None) -> None:
         self.index = index
         self._load = load
+        self.config = config or {}
+
+    def env(self) -> dict[str, str]:
+        """The image config's Env as a mapping (later entries win, as in a container)."""
+        inner = self.config.get("config") if isinstance(self.config.get("config"), dict) else {}
+        out: dict[str, str] = {}
+        for item in inner.get("Env") or []:
+            if isinstance(item, str) and "=" in item:
+                key, _, value = item.partition("=")
+                out[key] = value
+        return out
+
+    def labels(self) -> dict[str, str]:
+        inner = self.config.get("config") if isinstance(self.config.get("config"), dict) else {}
+        labels = inner.get("Labels")
+        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+    def glob(self, pattern: str) -> list[str]:
+        """Paths in the merged filesystem matching a shell pattern (``*`` crosses ``/``)."""
+        return list(self.index.glob(pattern))
+
+    def captured(self, pattern: str) -> list[str]:
+        """Captured files matching a shell pattern, sorted."""
+        return [p for p in self.index.glob(pattern) if p in self.index.captured]
+
+    def analyzed(self, owner: str) -> list[tuple[str, dict[str, Any]]]:
+        """(path, facts) for every file analyzer ``owner`` saw that is still in the image."""
+        return sorted((path, facts[owner]) for path, facts in self.index.analyzed.items()
+                      if owner in facts)
 
     def read(self, path: str) -> bytes | None:
         """Content of a wanted file (following symlinks inside the image), or None."""
@@ -29,22 +61,35 @@ class FileView:
 
 @dataclass
 class Inventory:
-    """Everything the catalogers found."""
+    """Everything the catalogers found: the Stack, with the evidence for each version."""
 
     os: dict[str, Any] | None = None
+    packages: list[Package] = field(default_factory=list)
+    libraries: list[Library] = field(default_factory=list)
+    frameworks: list[Framework] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     unknowns: list[Unknown] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Cataloger:
+    """``globs``: files captured whole for ``run``; ``analyze_globs``: files handed to
+    ``analyze`` during the pass (for large binaries), whose facts ``run`` reads with
+    ``view.analyzed(name)``."""
+
     name: str
     version: int
     globs: tuple[str, ...]
     run: Callable[[FileView, Inventory], None]
+    analyze_globs: tuple[str, ...] = ()
+    analyze: Analyzer | None = None
 
     @property
-    def want(self) -> Want:
-        return Want(self.name, self.version, self.globs)
+    def wants(self) -> list[Want]:
+        out = [Want(self.name, self.version, self.globs)] if self.globs else []
+        if self.analyze_globs and self.analyze is not None:
+            out.append(Want(self.name, self.version, self.analyze_globs, self.analyze))
+        return out
 
 
 def run_catalogers(view: FileView, catalogers: list[Cataloger]) -> Inventory:

@@ -7,14 +7,15 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from auditor.digest import digest_bytes
 from auditor.errors import InputError, LimitExceededError
 from auditor.model import Layer
 from auditor.rootfs.decompress import LayerReader, Limits
 from auditor.rootfs.index import RootfsIndex
-from auditor.rootfs.walker import LayerScan, scan_layer
+from auditor.rootfs.walker import Analyzer, LayerScan, scan_layer
 from auditor.sources.base import Image
 from auditor.sources.cache import BlobCache
 
@@ -24,11 +25,25 @@ INDEXER_VERSION = 1
 
 @dataclass(frozen=True)
 class Want:
-    """Files a cataloger wants handed over: shell globs over root-relative paths."""
+    """Files a cataloger wants handed over: shell globs over root-relative paths.
+
+    Without ``analyze``, the file's bytes are captured (up to ``--max-file-size``) for the
+    cataloger to parse after the pass. With it, the file (up to ``max_analyze_bytes``: NVIDIA
+    libraries run to hundreds of MB) is handed to ``analyze`` as it streams by, as a seekable
+    copy, and only the facts it returns are kept, cached per layer like everything else."""
 
     owner: str  # cataloger name
     version: int  # its version: bumping it invalidates cached layer results
     globs: tuple[str, ...]
+    analyze: Analyzer | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which files the pass hands over, and how: the wants compiled."""
+
+    capture: Callable[[str], bool]
+    analyzers: Callable[[str], Sequence[tuple[str, Analyzer]]]
 
 
 class LayerProgress:
@@ -39,24 +54,39 @@ class LayerProgress:
     def layer_done(self, layer: Layer) -> None: ...
 
 
-def compile_wants(wants: Sequence[Want]) -> Callable[[str], bool]:
-    patterns = [fnmatch.translate(g.strip("/")) for w in wants for g in w.globs]
-    if not patterns:
+def _matcher(globs: Sequence[str]) -> Callable[[str], bool]:
+    if not globs:
         return lambda path: False
-    regex = re.compile("|".join(f"(?:{p})" for p in patterns))
+    regex = re.compile("|".join(f"(?:{fnmatch.translate(g.strip('/'))})" for g in globs))
     return lambda path: regex.match(path) is not None
 
 
-def wanted_over(index: RootfsIndex, want: Callable[[str], bool]) -> Callable[[str], bool]:
+def compile_wants(wants: Sequence[Want]) -> Callable[[str], bool]:
+    """Whether a path is one whose bytes some cataloger wants captured."""
+    return _matcher([g for w in wants if w.analyze is None for g in w.globs])
+
+
+def compile_plan(wants: Sequence[Want]) -> Plan:
+    analyzing = [(w.owner, w.analyze, _matcher(w.globs)) for w in wants if w.analyze is not None]
+
+    def analyzers(path: str) -> list[tuple[str, Analyzer]]:
+        return [(owner, analyze) for owner, analyze, match in analyzing if match(path)]
+
+    return Plan(compile_wants(wants), analyzers)
+
+
+def wanted_over(index: RootfsIndex, want: Callable[[str], Any]) -> Callable[[str], Any]:
     """A file written through a symlinked parent lands elsewhere (``lib/x`` over ``lib ->
     usr/lib`` is ``usr/lib/x``): it is wanted if its tar path or where it lands matches, given
-    the layers merged into ``index`` so far."""
+    the layers merged into ``index`` so far. Works for any path predicate or lookup."""
     return lambda path: want(path) or want(index.canonical_path(path))
 
 
 def cache_key(wants: Sequence[Want], limits: Limits) -> str:
     spec = {"indexer": INDEXER_VERSION, "capture_limit": limits.max_capture_bytes,
-            "wants": sorted([w.owner, w.version, sorted(w.globs)] for w in wants)}
+            "analyze_limit": limits.max_analyze_bytes,
+            "wants": sorted([w.owner, w.version, sorted(w.globs), w.analyze is not None]
+                            for w in wants)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -64,41 +94,46 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
                  limits: Limits = Limits(), progress: LayerProgress | None = None) -> RootfsIndex:
     """Stream every layer once (or take its cached scan), in order, into one merged index."""
     progress = progress or LayerProgress()
-    want = compile_wants(wants)
+    compiled = compile_plan(wants)
     key = cache_key(wants, limits)
     index = RootfsIndex()
-    wanted = wanted_over(index, want)
+    plan = Plan(wanted_over(index, compiled.capture), wanted_over(index, compiled.analyzers))
     for layer in image.layers:
-        scan = _cached_scan(cache, layer, key, wanted, limits)
+        scan = _cached_scan(cache, layer, key, plan, limits)
         if scan is not None:
             progress.layer_started(layer, None, cached=True)
         else:
             progress.layer_started(layer, layer.size, cached=False)
-            scan = scan_one_layer(image, layer, wanted, cache, limits, progress)
+            scan = scan_one_layer(image, layer, plan, cache, limits, progress)
             cache.store_layer_index(layer.diff_id, key, scan.to_json())
         index.apply(scan)
         progress.layer_done(layer)
     return index
 
 
-def _cached_scan(cache: BlobCache, layer: Layer, key: str, wanted: Callable[[str], bool],
+def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan,
                  limits: Limits) -> LayerScan | None:
     """The layer's cached scan, if it holds every file wanted over these lower layers.
 
-    A scan is cached by diff_id alone, but which files it had to capture can depend on the
+    A scan is cached by diff_id alone, but which files it had to hand over can depend on the
     symlinks of the layers below it; a scan made over other lower layers may lack one."""
     data = cache.load_layer_index(layer.diff_id, key)
     if data is None or not all(cache.has(d) for d in data["captured"].values()):
         return None
     scan = LayerScan.from_json(data, layer.index)
     for entry in scan.entries:
-        if (entry.type == "file" and entry.size <= limits.max_capture_bytes
-                and entry.path not in scan.captured and wanted(entry.path)):
+        if entry.type != "file":
+            continue
+        if (entry.size <= limits.max_capture_bytes and entry.path not in scan.captured
+                and plan.capture(entry.path)):
+            return None
+        if (entry.size <= limits.max_analyze_bytes and entry.path not in scan.analyzed
+                and plan.analyzers(entry.path)):
             return None
     return scan
 
 
-def scan_one_layer(image: Image, layer: Layer, want: Callable[[str], bool], cache: BlobCache,
+def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
                    limits: Limits, progress: LayerProgress) -> LayerScan:
     what = f"layer {layer.index} ({layer.digest})"
 
@@ -110,7 +145,8 @@ def scan_one_layer(image: Image, layer: Layer, want: Callable[[str], bool], cach
     with image.open_layer(layer, progress.advance) as compressed:
         try:
             reader = LayerReader(compressed, limits, what, layer.diff_id)
-            scan = scan_layer(reader, layer.index, want, store, limits, what)  # type: ignore[arg-type]
+            scan = scan_layer(reader, layer.index, plan.capture, store,  # type: ignore[arg-type]
+                              limits, what, plan.analyzers, str(cache.root / "tmp"))
             reader.finish()  # the tar's end is not the stream's: hash every byte for the diff_id
         except LimitExceededError:
             raise

@@ -28,6 +28,7 @@ class Limits:
     ratio_floor: int = 512 << 20
     max_entries: int = 2_000_000  # tar entries in one layer
     max_capture_bytes: int = 64 << 20  # one file handed to a cataloger
+    max_analyze_bytes: int = 4 << 30  # one file spilled for an analyzer (an ELF library)
 
 
 def format_size(n: float) -> str:

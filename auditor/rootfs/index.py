@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from auditor.model import FileEntry, Skipped
 from auditor.rootfs.walker import LayerScan
@@ -25,6 +26,7 @@ class RootfsIndex:
     entries: dict[str, FileEntry] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     captured: dict[str, str] = field(default_factory=dict)  # path -> content digest
+    analyzed: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> owner -> facts
     whiteouts_applied: int = 0
     _children: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
@@ -61,8 +63,11 @@ class RootfsIndex:
             self._add(entry)
             if entry.type == "hardlink":
                 hardlinks.append(entry)
-            elif tar_path in scan.captured:
-                self.captured[path] = scan.captured[tar_path]
+            else:
+                if tar_path in scan.captured:
+                    self.captured[path] = scan.captured[tar_path]
+                if tar_path in scan.analyzed:
+                    self.analyzed[path] = scan.analyzed[tar_path]
         for link in hardlinks:
             self._check_hardlink(link, scan)
         self.skipped.extend(scan.skipped)
@@ -70,6 +75,7 @@ class RootfsIndex:
     def _add(self, entry: FileEntry) -> None:
         self.entries[entry.path] = entry
         self.captured.pop(entry.path, None)
+        self.analyzed.pop(entry.path, None)
         parent, _, name = entry.path.rpartition("/")
         self._children.setdefault(parent, set()).add(name)
 
@@ -79,6 +85,7 @@ class RootfsIndex:
             current = stack.pop()
             self.entries.pop(current, None)
             self.captured.pop(current, None)
+            self.analyzed.pop(current, None)
             for child in self._children.pop(current, ()):
                 stack.append(_join(current, child))
         parent, _, name = path.rpartition("/")
@@ -93,11 +100,13 @@ class RootfsIndex:
             scan.skipped.append(Skipped(scan.layer, link.path,
                                         f"hardlink to {link.link!r}, which is {reason}"))
             return
-        # A hardlink is the same file: same size, and the same captured content.
+        # A hardlink is the same file: same size, the same captured content and facts.
         self.entries[link.path] = FileEntry(link.path, "hardlink", link.layer, target.mode,
                                             target.size, link.link, target.uid, target.gid)
         if target.path in self.captured:
             self.captured[link.path] = self.captured[target.path]
+        if target.path in self.analyzed:
+            self.analyzed[link.path] = self.analyzed[target.path]
 
     def _hardlink_file(self, link: FileEntry) -> tuple[FileEntry | None, str]:
         """The regular file a hardlink names, following hardlinks to hardlinks; no cycles."""
@@ -190,6 +199,11 @@ class RootfsIndex:
                                 separators=(",", ":")).encode())
             h.update(b"\n")
         return f"sha256:{h.hexdigest()}"
+
+    def facts(self, path: str, owner: str) -> dict[str, Any] | None:
+        """What analyzer ``owner`` found in a file, following symlinks."""
+        resolved = self.resolve(path)
+        return (self.analyzed.get(resolved) or {}).get(owner) if resolved is not None else None
 
     def read(self, path: str, load: Callable[[str], bytes | None]) -> bytes | None:
         digest = self.content_digest(path)

@@ -7,8 +7,10 @@ Hostile entries (absolute paths, ``..``, unknown types) are recorded as skipped,
 
 from __future__ import annotations
 
+import io
 import tarfile
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -24,10 +26,16 @@ _TYPES = {
     tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block", tarfile.FIFOTYPE: "fifo",
 }
 
-# (path, size) -> capture this file's content?
+# path -> capture this file's content?
 WantFn = Callable[[str], bool]
 # content -> content digest; where captured bytes go (the blob cache, or memory)
 StoreFn = Callable[[bytes], str]
+# (a seekable copy of a file, its size) -> facts (JSON-able); may raise on hostile content
+Analyzer = Callable[[BinaryIO, int], dict[str, Any]]
+# path -> the (owner, analyzer) pairs that want to see this file
+AnalyzersFn = Callable[[str], Sequence[tuple[str, Analyzer]]]
+
+IN_MEMORY_BYTES = 8 << 20  # files an analyzer reads from memory; larger ones are spilled
 
 
 @dataclass
@@ -40,6 +48,7 @@ class LayerScan:
     opaque_dirs: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     captured: dict[str, str] = field(default_factory=dict)  # path -> content digest
+    analyzed: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> owner -> facts
     uncompressed_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -51,6 +60,7 @@ class LayerScan:
             "opaque_dirs": self.opaque_dirs,
             "skipped": [[s.path, s.reason] for s in self.skipped],
             "captured": self.captured,
+            "analyzed": self.analyzed,
             "uncompressed_bytes": self.uncompressed_bytes,
         }
 
@@ -64,6 +74,7 @@ class LayerScan:
             opaque_dirs=list(data["opaque_dirs"]),
             skipped=[Skipped(layer, p, r) for p, r in data["skipped"]],
             captured=dict(data["captured"]),
+            analyzed=dict(data.get("analyzed") or {}),
             uncompressed_bytes=int(data.get("uncompressed_bytes", 0)),
         )
 
@@ -96,8 +107,13 @@ def normalize_path(name: str) -> tuple[str | None, str | None]:
 
 
 def scan_layer(stream: BinaryIO, layer: int, wants: WantFn, store: StoreFn,
-               limits: Limits = Limits(), what: str | None = None) -> LayerScan:
-    """Read one uncompressed layer tar from ``stream`` to its end."""
+               limits: Limits = Limits(), what: str | None = None,
+               analyzers: AnalyzersFn | None = None, spill_dir: str | None = None) -> LayerScan:
+    """Read one uncompressed layer tar from ``stream`` to its end.
+
+    Files ``wants`` names are captured (their bytes stored through ``store``); files
+    ``analyzers`` names are handed, as a seekable copy (in memory, or spilled to an anonymous
+    temporary file in ``spill_dir``), to each analyzer, and only its facts are kept."""
     what = what or f"layer {layer}"
     scan = LayerScan(layer)
     try:
@@ -118,7 +134,7 @@ def scan_layer(stream: BinaryIO, layer: int, wants: WantFn, store: StoreFn,
             if count > limits.max_entries:
                 raise LimitExceededError(
                     f"{what} has more than {limits.max_entries} entries; raise --max-entries")
-            _take(tar, member, scan, wants, store, limits)
+            _take(tar, member, scan, _Handover(wants, store, analyzers, spill_dir), limits)
     except tarfile.ReadError as err:
         raise InputError(f"{what} is truncated or corrupt ({err})") from None
     except EOFError:
@@ -130,8 +146,16 @@ def _nonempty(err: tarfile.ReadError) -> bool:
     return "empty file" not in str(err)
 
 
-def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, wants: WantFn,
-          store: StoreFn, limits: Limits) -> None:
+@dataclass(frozen=True)
+class _Handover:
+    wants: WantFn
+    store: StoreFn
+    analyzers: AnalyzersFn | None
+    spill_dir: str | None
+
+
+def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, handover: _Handover,
+          limits: Limits) -> None:
     path, reason = normalize_path(member.name)
     if reason:
         scan.skipped.append(Skipped(scan.layer, member.name, reason))
@@ -168,14 +192,59 @@ def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, wants:
     size = member.size if kind == "file" else 0
     scan.entries.append(FileEntry(path, kind, scan.layer, member.mode & 0o7777, size, link,
                                   member.uid, member.gid))
-    if kind == "file" and wants(path):
-        if size > limits.max_capture_bytes:
-            scan.skipped.append(Skipped(
-                scan.layer, path, f"{size} bytes, over the capture limit of "
-                f"{limits.max_capture_bytes}; not cataloged (raise --max-file-size)"))
-            return
-        extracted = tar.extractfile(member)
-        data = extracted.read(size) if extracted else b""
+    if kind == "file":
+        capture = handover.wants(path)
+        owners = handover.analyzers(path) if handover.analyzers else ()
+        if capture or owners:
+            _hand_over(tar, member, scan, path, size, capture, owners, handover, limits)
+
+
+def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, path: str,
+               size: int, capture: bool, owners: Sequence[tuple[str, Analyzer]],
+               handover: _Handover, limits: Limits) -> None:
+    if capture and size > limits.max_capture_bytes:
+        capture = False
+        scan.skipped.append(Skipped(
+            scan.layer, path, f"{size} bytes, over the capture limit of "
+            f"{limits.max_capture_bytes}; not cataloged (raise --max-file-size)"))
+    if owners and size > limits.max_analyze_bytes:
+        owners = ()
+        scan.skipped.append(Skipped(
+            scan.layer, path, f"{size} bytes, over the analysis limit of "
+            f"{limits.max_analyze_bytes}; not analyzed"))
+    if not capture and not owners:
+        return
+    extracted = tar.extractfile(member)
+    if extracted is None:
+        return
+    if capture or size <= IN_MEMORY_BYTES:
+        data = extracted.read(size)
         if len(data) != size:
             raise EOFError
-        scan.captured[path] = store(data)
+        if capture:
+            scan.captured[path] = handover.store(data)
+        copy: BinaryIO = io.BytesIO(data)
+    else:
+        copy = tempfile.TemporaryFile(dir=handover.spill_dir)  # noqa: SIM115 - closed below
+        copied = 0
+        while chunk := extracted.read(min(SPILL_CHUNK, size - copied)):
+            copy.write(chunk)
+            copied += len(chunk)
+        if copied != size:
+            copy.close()
+            raise EOFError
+    with copy:
+        for owner, analyze in owners:
+            copy.seek(0)
+            scan.analyzed.setdefault(path, {})[owner] = run_analyzer(analyze, copy, size)
+
+
+SPILL_CHUNK = 1 << 20
+
+
+def run_analyzer(analyze: Analyzer, stream: BinaryIO, size: int) -> dict[str, Any]:
+    """An analyzer's facts; hostile content that breaks it is recorded, and the pass goes on."""
+    try:
+        return analyze(stream, size)
+    except Exception as err:  # image content is hostile: any parser may fail on it
+        return {"error": f"{err.__class__.__name__}: {err}"[:500]}
