@@ -13,6 +13,7 @@ from typing import Any
 
 from auditor import __version__
 from auditor.audit import AuditResult
+from auditor.model import Evidence
 
 SCHEMA_VERSION = "1"
 SCHEMA_ID = "https://auditor.invalid/schemas/report.schema.json"
@@ -68,6 +69,29 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             for h in history
         ],
         "os": result.inventory.os,
+        "numeric_stack": [
+            {"component": lib.component, "version": lib.version, "path": lib.path,
+             "layer": lib.layer, "soname": lib.soname, "machine": lib.machine,
+             "package": lib.package, "evidence": [_evidence(e) for e in lib.evidence]}
+            for lib in sorted(result.inventory.libraries, key=lambda x: (x.component, x.path))
+        ],
+        "frameworks": [
+            {"name": fw.name, "version": fw.version, "path": fw.path, "layer": fw.layer,
+             "built_for": dict(fw.built_for), "evidence": [_evidence(e) for e in fw.evidence]}
+            for fw in result.inventory.frameworks
+        ],
+        "findings": [
+            {"id": f.id, "severity": f.severity, "component": f.component, "message": f.message,
+             "path": f.path, "evidence": [_evidence(e) for e in f.evidence]}
+            for f in result.inventory.findings
+        ],
+        "packages": [
+            {"type": p.type, "name": p.name, "version": p.version, "purl": p.purl, "path": p.path,
+             "layer": p.layer, "arch": p.arch, "source": p.source, "licenses": list(p.licenses),
+             "files": len(p.files)}
+            for p in sorted(result.inventory.packages, key=lambda x: (x.type, x.name.lower(),
+                                                                      x.version, x.path))
+        ],
         "rootfs": {
             "fingerprint": index.fingerprint(),
             "entries": index.counts(),
@@ -81,6 +105,10 @@ def build_document(result: AuditResult) -> dict[str, Any]:
         ],
         "elapsed_seconds": round(result.seconds, 3),
     }
+
+
+def _evidence(e: Evidence) -> dict[str, Any]:
+    return {"kind": e.kind, "source": e.source, "value": e.value, "version": e.version}
 
 
 def report_schema() -> dict[str, Any]:

@@ -40,6 +40,9 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
             summary.add_row(key, str(value))
     console.print(Text("Image", style="bold underline"))
     console.print(summary)
+    _numeric_stack(console, doc.get("numeric_stack") or [])
+    _frameworks(console, doc.get("frameworks") or [])
+    _findings(console, doc.get("findings") or [])
 
     layers = Table(title="Layers", title_justify="left", show_lines=False, expand=False)
     for column, kw in (("#", {"justify": "right"}), ("digest", {}), ("size", {"justify": "right"}),
@@ -59,6 +62,7 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
             grid.add_row(key, _config_value(value))
         console.print(grid)
 
+    _packages(console, doc.get("packages") or [])
     rootfs = doc["rootfs"]
     counts = ", ".join(f"{n} {kind}" for kind, n in rootfs["entries"].items())
     console.print(Text.assemble(("Filesystem ", "bold"), f"{counts or 'empty'}; "
@@ -66,6 +70,69 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
                                 f"fingerprint {short(rootfs['fingerprint'], 16)}"))
     _problems(console, "Skipped entries", doc["skipped"], ("layer", "path", "reason"))
     _problems(console, "Unread files", doc["unknowns"], ("cataloger", "layer", "path", "reason"))
+
+
+SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan",
+                  "info": "dim"}
+
+
+def _evidence_text(evidence: list[dict[str, Any]]) -> str:
+    parts = []
+    for e in evidence:
+        value = e["value"] if len(e["value"]) <= 48 else e["value"][:45] + "..."
+        parts.append(f"{e['kind']}: {value}")
+    return "; ".join(parts)
+
+
+def _numeric_stack(console: Console, libraries: list[dict[str, Any]]) -> None:
+    table = Table(title="Numeric stack", title_justify="left", title_style="bold")
+    for column in ("component", "version", "path", "evidence"):
+        table.add_column(column, overflow="fold")
+    for lib in libraries:
+        table.add_row(lib["component"], lib["version"] or "unknown", lib["path"],
+                      _evidence_text(lib["evidence"]))
+    if not libraries:
+        table.caption = "no GPU or CPU numeric libraries found"
+    console.print(table)
+
+
+def _frameworks(console: Console, frameworks: list[dict[str, Any]]) -> None:
+    if not frameworks:
+        return
+    table = Table(title="Frameworks", title_justify="left", title_style="bold")
+    for column in ("framework", "version", "built for", "path"):
+        table.add_column(column, overflow="fold")
+    for fw in frameworks:
+        built = ", ".join(f"{k} {v}" for k, v in sorted(fw["built_for"].items())) or "-"
+        table.add_row(fw["name"], fw["version"], built, fw["path"])
+    console.print(table)
+
+
+def _findings(console: Console, findings: list[dict[str, Any]]) -> None:
+    if not findings:
+        return
+    table = Table(title=f"Findings ({len(findings)})", title_justify="left", title_style="bold")
+    for column in ("severity", "id", "component", "finding"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        table.add_row(Text(f["severity"], style=SEVERITY_STYLE.get(f["severity"], "")), f["id"],
+                      f["component"], f["message"])
+    console.print(table)
+
+
+def _packages(console: Console, packages: list[dict[str, Any]]) -> None:
+    if not packages:
+        return
+    by_type: dict[str, int] = {}
+    for p in packages:
+        by_type[p["type"]] = by_type.get(p["type"], 0) + 1
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(by_type.items()))
+    table = Table(title=f"Packages ({counts})", title_justify="left", title_style="bold")
+    for column in ("type", "name", "version", "layer"):
+        table.add_column(column, overflow="fold")
+    for p in packages:
+        table.add_row(p["type"], p["name"], p["version"], str(p.get("layer", "")))
+    console.print(table)
 
 
 def _digest_text(image: dict[str, Any]) -> str:
