@@ -39,11 +39,11 @@ class FileView:
 
     def glob(self, pattern: str) -> list[str]:
         """Paths in the merged filesystem matching a shell pattern (``*`` crosses ``/``)."""
-        return list(self.index.glob(pattern))
+        return self.index.glob(pattern)
 
     def captured(self, pattern: str) -> list[str]:
         """Captured files matching a shell pattern, sorted."""
-        return [p for p in self.index.glob(pattern) if p in self.index.captured]
+        return self.index.glob(pattern, among=self.index.captured)
 
     def analyzed(self, owner: str) -> list[tuple[str, dict[str, Any]]]:
         """(path, facts) for every file analyzer ``owner`` saw that is still in the image."""
@@ -97,3 +97,34 @@ def run_catalogers(view: FileView, catalogers: list[Cataloger]) -> Inventory:
     for cataloger in catalogers:
         cataloger.run(view, inventory)
     return inventory
+
+
+MAX_BROKEN_LISTED = 100  # Unknowns listed one by one per database file
+
+
+class BrokenRecords:
+    """Records broken entries of one database file as Unknowns, the first
+    :data:`MAX_BROKEN_LISTED` one by one and then a count (a hostile file may hold millions)."""
+
+    def __init__(self, inventory: Inventory, cataloger: str, path: str, layer: int | None) -> None:
+        self.inventory, self.cataloger, self.path, self.layer = inventory, cataloger, path, layer
+        self.count = 0
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        if self.count <= MAX_BROKEN_LISTED:
+            self.inventory.unknowns.append(Unknown(self.cataloger, self.path, self.layer, reason))
+
+    def close(self) -> None:
+        if self.count > MAX_BROKEN_LISTED:
+            self.inventory.unknowns.append(Unknown(
+                self.cataloger, self.path, self.layer,
+                f"{self.count - MAX_BROKEN_LISTED} more broken entries, not listed one by one"))
+
+
+def decode_database(data: bytes) -> tuple[str, bool]:
+    """UTF-8 text, or Latin-1 (lossless for any bytes) with ``False`` when it was not UTF-8."""
+    try:
+        return data.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), False

@@ -11,7 +11,7 @@ import fnmatch
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +76,18 @@ class RootfsIndex:
         self.entries[entry.path] = entry
         self.captured.pop(entry.path, None)
         self.analyzed.pop(entry.path, None)
-        parent, _, name = entry.path.rpartition("/")
-        self._children.setdefault(parent, set()).add(name)
+        # Register the path with its parent, and the parent with its own, up to the first one
+        # already known: layer tars may omit directory entries, and their files still resolve.
+        path = entry.path
+        while True:
+            parent, _, name = path.rpartition("/")
+            children = self._children.setdefault(parent, set())
+            if name in children:
+                break
+            children.add(name)
+            if not parent:
+                break
+            path = parent
 
     def _remove_tree(self, path: str) -> None:
         stack = [path]
@@ -175,10 +185,11 @@ class RootfsIndex:
         resolved = self.resolve(path)
         return self.captured.get(resolved) if resolved is not None else None
 
-    def glob(self, pattern: str) -> Iterator[str]:
-        """Paths (not following symlinks) that match a shell pattern, in order."""
+    def glob(self, pattern: str, among: Iterable[str] | None = None) -> list[str]:
+        """Paths (not following symlinks) that match a shell pattern (``*`` crosses ``/``),
+        sorted; ``among`` narrows the search to those paths."""
         compiled = re.compile(fnmatch.translate(pattern.strip("/")))
-        return (p for p in sorted(self.entries) if compiled.match(p))
+        return sorted(p for p in (self.entries if among is None else among) if compiled.match(p))
 
     # -- summaries -------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -470,3 +470,13 @@ def test_layering_end_to_end_cold_and_from_the_layer_cache(tmp_path: Path) -> No
         assert [layer["files_visible"] for layer in document["layers"]] == [2, 5, 2]
         assert (document["os"]["id"], document["os"]["version_id"]) == ("ubuntu", "24.04")
     assert results[0] == results[1]
+
+
+def test_files_resolve_when_the_tar_has_no_entries_for_their_directories() -> None:
+    """Real layer tars may omit directory entries; their files are still there."""
+    m = Merged(LayerBuilder().file("usr/lib/python3/x/METADATA", "m").symlink("lnk", "usr/lib"))
+    assert m.index.resolve("usr/lib/python3/x/METADATA") == "usr/lib/python3/x/METADATA"
+    assert m.content("lnk/python3/x/METADATA") == b"m"
+    m.index.apply(scan_layer(io.BytesIO(LayerBuilder().whiteout("usr/lib").tar_bytes()), 1,
+                             lambda p: True, m._store))
+    assert m.paths == {"lnk"} and m.index.whiteouts_applied == 1
