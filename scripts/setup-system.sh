@@ -12,11 +12,12 @@
 #   gcc              ELF libraries compiled for the linkage tests
 #   zstd             zstd-compressed layers
 #   make             the test entry point (make test)
+#   rpm              rpmbuild and rpm --justdb write the real rpmdb.sqlite of the inventory tests
 set -euo pipefail
 
 PACKAGES=(
     docker-registry skopeo podman runc uidmap fuse-overlayfs umoci mmdebstrap apache2-utils
-    gcc zstd make
+    gcc gcc-aarch64-linux-gnu zstd make rpm
 )
 # More can be added for one run: EXTRA_SYSTEM_PACKAGES="slurm-wlm munge" scripts/setup-system.sh
 read -r -a EXTRA <<<"${EXTRA_SYSTEM_PACKAGES:-}"

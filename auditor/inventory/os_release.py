@@ -47,4 +47,25 @@ def run(view: FileView, inventory: Inventory) -> None:
         return
 
 
+def os_identity(view: FileView, inventory: Inventory) -> dict[str, str]:
+    """The image's os-release as the os-release cataloger found it, else read here (when that
+    cataloger is not in the run): keys ``id``, ``version_id``, ... (lower case)."""
+    if inventory.os:
+        return {k: str(v) for k, v in inventory.os.items()}
+    for path in PATHS:
+        data = view.read(path)
+        if data is None:
+            continue
+        fields = parse_os_release(data.decode("utf-8", "replace"))
+        if "ID" in fields:
+            return {key.lower(): value for key, value in fields.items()}
+    return {}
+
+
+def distro_qualifier(release: dict[str, str]) -> str | None:
+    """``ID-VERSION_ID`` (``debian-12``, ``alpine-3.19.1``), as syft writes it."""
+    parts = [p for p in (release.get("id"), release.get("version_id")) if p]
+    return "-".join(parts) or None
+
+
 CATALOGER = Cataloger(NAME, 1, PATHS, run)
