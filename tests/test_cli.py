@@ -42,7 +42,8 @@ def test_demo_table(tmp_path: Path) -> None:
     proc = run("demo", "--cache-dir", str(tmp_path / "c"))
     assert proc.returncode == 0, proc.stderr
     for expected in ("Debian GNU/Linux 12 (bookworm)", "linux/amd64", "CUDNN_VERSION=8.1.0.77",
-                     "COPY train.py", "1 whiteouts applied"):
+                     "COPY train.py", "1 whiteouts applied", "Numeric stack", "8.1.0.77",
+                     "version-disagreement"):
         assert expected in proc.stdout
     assert proc.stderr == ""  # progress only on a terminal
 
@@ -55,7 +56,18 @@ def test_audit_without_reference_is_the_demo_and_json_validates(tmp_path: Path) 
     doc = json.loads(out.read_text())
     jsonschema.validate(doc, report_schema())
     assert doc["os"]["id"] == "debian" and doc["os"]["version_id"] == "12"
-    assert [layer["index"] for layer in doc["layers"]] == [0, 1, 2]
+    assert [layer["index"] for layer in doc["layers"]] == [0, 1, 2, 3]
+    # the numeric stack, read from the libraries; the build part from dpkg's libcudnn8
+    stack = {(lib["component"], lib["path"].rsplit("/", 1)[1]): lib for lib in doc["numeric_stack"]}
+    cudnn = stack[("cudnn", "libcudnn_ops_infer.so.8.1.0")]
+    assert cudnn["version"] == "8.1.0.77" and cudnn["package"] == "deb:libcudnn8@8.1.0.77-1+cuda11.2"
+    assert {"kind": "constant", "value": "8100"}.items() <= {
+        k: v for e in cudnn["evidence"] if e["kind"] == "constant" for k, v in e.items()}.items()
+    assert stack[("nccl", "libnccl.so.2.7.8")]["version"] == "2.7.8"
+    # the Env line that lies is caught
+    assert [(f["id"], f["component"]) for f in doc["findings"]] == [("version-disagreement", "nccl")]
+    assert "2.8.4" in doc["findings"][0]["message"] and "2.7.8" in doc["findings"][0]["message"]
+    assert {fw["name"]: fw["built_for"]["cudnn"] for fw in doc["frameworks"]} == {"tensorflow": "8"}
     assert doc["config"]["Entrypoint"] == ["python3", "/opt/app/train.py"]
     assert doc["rootfs"]["entries"]["hardlink"] == 1
     assert not list(tmp_path.glob(".report.json.*"))  # no temp file left
@@ -83,13 +95,13 @@ def test_warm_audit_reads_no_layer(tmp_path: Path) -> None:
     options = AuditOptions(cache_dir=str(cache.root))
     cold_progress = Recorder()
     cold = audit(ref, options, cold_progress)
-    assert cold_progress.cached == [False, False, False]
+    assert cold_progress.cached == [False] * len(cold.image.layers)
     # Remove the layer blobs from the layout: a warm audit must not need them.
     for layer in cold.image.layers:
         (Path(ref.path) / "blobs" / "sha256" / layer.digest.split(":")[1]).unlink()
     warm_progress = Recorder()
     warm = audit(ref, options, warm_progress)
-    assert warm_progress.cached == [True, True, True]
+    assert warm_progress.cached == [True] * len(cold.image.layers)
     assert warm.index.fingerprint() == cold.index.fingerprint()
     assert warm.inventory.os == cold.inventory.os
 
@@ -136,9 +148,10 @@ def test_cache_commands(tmp_path: Path) -> None:
     cache_dir = str(tmp_path / "c")
     assert run("demo", "--cache-dir", cache_dir).returncode == 0
     info = json.loads(run("cache", "info", "--format", "json", "--cache-dir", cache_dir).stdout)
-    # manifest, config, the captured os-release and numpy's METADATA; the layers of a local
-    # layout are read in place, not copied
-    assert (info["layer_indexes"], info["blobs"]) == (3, 4)
+    # manifest, config, and the 7 captured files (os-release, dpkg's status and libcudnn8.list,
+    # numpy's and tensorflow's METADATA, INSTALLER, build_info.py); the layers of a local
+    # layout are read in place, not copied, and the libraries leave only their facts
+    assert (info["layer_indexes"], info["blobs"]) == (4, 9)
     assert run("cache", "prune", "--all", "--cache-dir", cache_dir).returncode == 0
     info = json.loads(run("cache", "info", "--format", "json", "--cache-dir", cache_dir).stdout)
     assert (info["blobs"], info["layer_indexes"]) == (0, 0)

@@ -258,7 +258,7 @@ def test_demo_numpy_is_found_by_the_registered_catalogers(tmp_path: Path) -> Non
     result = audit(build_demo_image(cache), AuditOptions(cache_dir=str(cache.root)),
                    catalogers=CATALOGERS)
     numpy = _packages(result)["numpy"]
-    assert (numpy.version, numpy.purl, numpy.layer) == ("1.24.2", "pkg:pypi/numpy@1.24.2", 1)
+    assert (numpy.version, numpy.purl, numpy.layer) == ("1.24.2", "pkg:pypi/numpy@1.24.2", 2)
     assert numpy.path == f"{DEBIAN_SITE}/numpy-1.24.2.dist-info/METADATA"
 
 
