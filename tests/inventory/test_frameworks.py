@@ -359,3 +359,25 @@ def test_module_constants() -> None:
     consts = module_constants(b"a = 1\nb: str = 'x'\nc = f()\nd, e = 1, 2\nif x:\n    g = 3\n"
                               b"h = collections.OrderedDict([('k', 1)], z=2)\n")
     assert consts == {"a": 1, "b": "x", "c": NOT_LITERAL, "h": {"k": 1, "z": 2}}
+
+
+@pytest.mark.slow
+def test_debian_python3_torch(tmp_path: Path) -> None:
+    """Debian's own CPU build of torch, the package's data tar as the layer apt would add; the
+    expectation is read from the package's own torch/version.py and Debian's version."""
+    import io
+    import tarfile
+
+    from fixtures.debs import deb_layers
+
+    (layer,) = deb_layers(("python3-torch",))
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        member = next(m for m in tar if m.name.endswith("dist-packages/torch/version.py"))
+        version_py = tar.extractfile(member).read().decode()
+    expected = _literal(version_py, "__version__")
+    assert expected  # Debian's 1.13.1+dfsg-4 ships a version.py that says "1.13.0a0": the file wins
+    result = _audit(tmp_path, [layer])  # type: ignore[list-item]
+    torch = _frameworks(result)["torch"]
+    assert torch.version == expected
+    assert torch.path == member.name.removeprefix("./")
+    assert torch.built_for.get("cuda") in (None, "")  # a CPU build says no CUDA

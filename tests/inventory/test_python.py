@@ -19,7 +19,6 @@ import gzip
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -36,7 +35,7 @@ from auditor.inventory.python import parse_metadata, parse_record, resolve_insid
 from auditor.model import Package
 from auditor.sources.cache import BlobCache
 from auditor.testing import LayerBuilder, build_oci_layout
-from fixtures.debian import fixture_cache_dir
+from fixtures.debs import deb_layers
 from tests.engine_fixtures import DebianImage
 
 SITE = "usr/local/lib/python3.11/site-packages"
@@ -171,21 +170,6 @@ def test_purl_name_is_normalised_and_name_kept_as_written(tmp_path: Path) -> Non
 DEBS = ("python3-numpy", "python3-six", "python3-packaging", "python3-requests")
 
 
-def _debian_debs() -> list[Path]:
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        pytest.skip("needs apt-get and dpkg-deb (a Debian host)")
-    folder = fixture_cache_dir() / "debs" / "bookworm-python3"
-    folder.mkdir(parents=True, exist_ok=True)
-    have = {p.name.split("_")[0]: p for p in folder.glob("*.deb")}
-    missing = [name for name in DEBS if name not in have]
-    if missing:
-        done = subprocess.run(["apt-get", "download", *missing], cwd=folder, capture_output=True,
-                              text=True, timeout=600, check=False)
-        assert done.returncode == 0, done.stderr[-2000:]
-        have = {p.name.split("_")[0]: p for p in folder.glob("*.deb")}
-    return [have[name] for name in DEBS]
-
-
 def _metadata_in_tar(data: bytes) -> dict[str, tuple[str, str]]:
     """path -> (Name, Version) of each distribution's metadata directly in a site directory."""
     out = {}
@@ -206,8 +190,7 @@ def _metadata_in_tar(data: bytes) -> dict[str, tuple[str, str]]:
 def test_debian_python3_packages(tmp_path: Path) -> None:
     """Debian installs egg-info directories (numpy, six, requests) and dist-info (packaging)
     under usr/lib/python3/dist-packages; each .deb's data tar is one layer, as apt would add."""
-    tars = [subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
-                           check=True, timeout=300).stdout for deb in _debian_debs()]
+    tars = deb_layers(DEBS, "bookworm-python3")
     expected = {}
     for data in tars:
         expected.update(_metadata_in_tar(data))
