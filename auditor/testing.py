@@ -3,20 +3,28 @@
 Shipped in the library, like go-containerregistry's ``random`` and ``validate`` packages, so that
 users writing their own sources or catalogers test them the same way. Everything is built with
 ``tarfile`` in memory-bounded, deterministic steps: the same inputs give the same digests.
+
+``build_oci_layout`` takes layers built in memory (small images); ``build_oci_layout_from_tars``
+takes uncompressed layer tars on disk and streams them, a MiB at a time, into the same blobs:
+both write every layer through one compressor and one manifest writer, so the same tar bytes
+give the same digests either way.
 """
 
 from __future__ import annotations
 
-import gzip
+import contextlib
+import hashlib
 import io
 import json
 import os
 import random
 import tarfile
-from collections.abc import Iterable, Mapping
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
@@ -100,14 +108,69 @@ class BuiltImage:
     manifest: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def compress(tar: bytes, compression: str) -> tuple[bytes, str]:
-    if compression == "gzip":
-        return gzip.compress(tar, compresslevel=1, mtime=0), mt.OCI_LAYER_GZIP
-    if compression == "zstd":
-        return zstandard.ZstdCompressor(level=1).compress(tar), mt.OCI_LAYER_ZSTD
+# -- layer blobs, compressed a chunk at a time ---------------------------------------------------
+CHUNK = 1 << 20
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _Uncompressed:
+    def compress(self, data: bytes) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def _compressor(compression: str, size: int) -> tuple[_Compressor, str]:
+    """A compressor for a layer of ``size`` uncompressed bytes, and the layer's media type."""
+    if compression == "gzip":  # wbits 31: zlib's gzip wrapper, as gzip.compress(tar, 1, mtime=0)
+        return zlib.compressobj(1, zlib.DEFLATED, 31), mt.OCI_LAYER_GZIP
+    if compression == "zstd":  # the size goes into the frame header, as a one-shot compress does
+        return zstandard.ZstdCompressor(level=1).compressobj(size=size), mt.OCI_LAYER_ZSTD
     if compression == "none":
-        return tar, mt.OCI_LAYER
+        return _Uncompressed(), mt.OCI_LAYER
     raise ValueError(f"unknown compression {compression!r}")
+
+
+def compress(tar: bytes, compression: str) -> tuple[bytes, str]:
+    """A layer blob in memory (the same bytes as the layout builders write) and its media type."""
+    out = io.BytesIO()
+    _, media_type = _compress_stream(io.BytesIO(tar), len(tar), compression, out.write)
+    return out.getvalue(), media_type
+
+
+def _compress_stream(source: BinaryIO, size: int, compression: str,
+                     write: Callable[[bytes], object]) -> tuple[str, str]:
+    """Read ``size`` bytes of uncompressed tar from ``source`` a chunk at a time, hand them to
+    ``write`` compressed; return (diff_id, media type)."""
+    compressor, media_type = _compressor(compression, size)
+    diff_id, read = hashlib.sha256(), 0
+    while chunk := source.read(CHUNK):
+        diff_id.update(chunk)
+        read += len(chunk)
+        write(compressor.compress(chunk))
+    write(compressor.flush())
+    if read != size:
+        raise ValueError(f"layer tar changed while read: {read} bytes, expected {size}")
+    return f"sha256:{diff_id.hexdigest()}", media_type
+
+
+class _HashingFile:
+    """Write-only: bytes go to ``out``, counted and hashed on the way."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out, self.sha, self.size = out, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.sha.update(data)
+            self.size += len(data)
+            self.out.write(data)
 
 
 def image_config(diff_ids: list[str], platform: Platform, extra: Mapping[str, Any] | None = None,
@@ -140,7 +203,8 @@ class _Layout:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        self.blobs = self.path / "blobs" / "sha256"
+        self.blobs.mkdir(parents=True, exist_ok=True)
         (self.path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
         index_file = self.path / "index.json"
         self.index = (json.loads(index_file.read_text()) if index_file.exists()
@@ -148,10 +212,39 @@ class _Layout:
 
     def blob(self, data: bytes) -> str:
         digest = digest_bytes(data)
-        target = self.path / "blobs" / "sha256" / digest.split(":")[1]
+        target = self.blobs / digest.split(":")[1]
         if not target.exists():
             target.write_bytes(data)
         return digest
+
+    def layer(self, source: BinaryIO, size: int, compression: str) -> _Layer:
+        """A layer blob from its uncompressed tar (``size`` bytes read from ``source``), never
+        whole in memory: compressed into a temp file in the layout, hashed as it is written, then
+        renamed to its digest."""
+        fd, temp = tempfile.mkstemp(prefix=".layer-", suffix=".partial", dir=self.path)
+        try:
+            os.fchmod(fd, 0o644)  # as the other blobs (mkstemp makes it 0600)
+            with os.fdopen(fd, "wb") as raw:
+                out = _HashingFile(raw)
+                diff_id, media_type = _compress_stream(source, size, compression, out.write)
+            digest = f"sha256:{out.sha.hexdigest()}"
+            os.replace(temp, self.blobs / digest.split(":")[1])
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        return _Layer({"mediaType": media_type, "digest": digest, "size": out.size}, diff_id)
+
+    def layer_from_file(self, tar_path: Path, compression: str, move: bool) -> _Layer:
+        size = tar_path.stat().st_size
+        if not move:
+            with open(tar_path, "rb") as source:
+                return self.layer(source, size, compression)
+        if compression != "none":
+            raise ValueError("move=True needs compression='none' (the tar is the blob)")
+        digest = _file_digest(tar_path)
+        os.replace(tar_path, self.blobs / digest.split(":")[1])  # a no-op when it is the blob
+        return _Layer({"mediaType": mt.OCI_LAYER, "digest": digest, "size": size}, digest)
 
     def tag(self, descriptor: dict[str, Any], tag: str) -> None:
         key = "org.opencontainers.image.ref.name"
@@ -161,15 +254,32 @@ class _Layout:
         (self.path / "index.json").write_text(json.dumps(self.index, indent=2))
 
 
-def _write_image(layout: _Layout, layers: Iterable[LayerBuilder | bytes], compression: str,
-                 platform: Platform, config: Mapping[str, Any] | None,
+@dataclass(frozen=True)
+class _Layer:
+    descriptor: dict[str, Any]
+    diff_id: str
+
+
+def _file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as source:
+        while chunk := source.read(CHUNK):
+            sha.update(chunk)
+    return f"sha256:{sha.hexdigest()}"
+
+
+def _in_memory(layout: _Layout, layers: Iterable[LayerBuilder | bytes],
+               compression: str) -> list[_Layer]:
+    tars = (_as_tar(layer) for layer in layers)
+    return [layout.layer(io.BytesIO(tar), len(tar), compression) for tar in tars]
+
+
+def _write_image(layout: _Layout, layers: list[_Layer], platform: Platform,
+                 config: Mapping[str, Any] | None,
                  history: list[str] | None) -> tuple[dict[str, Any], BuiltImage]:
-    diff_ids, descs = [], []
-    for layer in layers:
-        tar = _as_tar(layer)
-        diff_ids.append(digest_bytes(tar))
-        blob, media_type = compress(tar, compression)
-        descs.append({"mediaType": media_type, "digest": layout.blob(blob), "size": len(blob)})
+    """The config and manifest around layers already in the layout: (manifest descriptor, image)."""
+    diff_ids = [layer.diff_id for layer in layers]
+    descs = [layer.descriptor for layer in layers]
     config_bytes = json.dumps(image_config(diff_ids, platform, config, history),
                               sort_keys=True).encode()
     manifest = {
@@ -187,16 +297,44 @@ def _write_image(layout: _Layout, layers: Iterable[LayerBuilder | bytes], compre
     return desc, built
 
 
+def _tagged_image(layout: _Layout, layers: list[_Layer], tag: str, platform: Platform,
+                  config: Mapping[str, Any] | None, history: list[str] | None) -> BuiltImage:
+    desc, built = _write_image(layout, layers, platform, config, history)
+    layout.tag(desc, tag)
+    return BuiltImage(**{**built.__dict__, "tag": tag})
+
+
 def build_oci_layout(path: str | os.PathLike[str], layers: Iterable[LayerBuilder | bytes],
                      tag: str = "latest", compression: str = "gzip",
                      platform: Platform = Platform("linux", "amd64"),
                      config: Mapping[str, Any] | None = None,
                      history: list[str] | None = None) -> BuiltImage:
-    """Write (or add to) an OCI image layout holding one image under ``tag``."""
+    """Write (or add to) an OCI image layout holding one image under ``tag``.
+
+    Layers are built in memory: for small images. Big ones: ``build_oci_layout_from_tars``."""
     layout = _Layout(Path(path))
-    desc, built = _write_image(layout, layers, compression, platform, config, history)
-    layout.tag(desc, tag)
-    return BuiltImage(**{**built.__dict__, "tag": tag})
+    return _tagged_image(layout, _in_memory(layout, layers, compression), tag, platform, config,
+                         history)
+
+
+def build_oci_layout_from_tars(path: str | os.PathLike[str],
+                               tar_paths: Sequence[str | os.PathLike[str]], tag: str = "latest",
+                               compression: str = "gzip",
+                               platform: Platform = Platform("linux", "amd64"),
+                               config: Mapping[str, Any] | None = None,
+                               history: list[str] | None = None,
+                               move: bool = False) -> BuiltImage:
+    """``build_oci_layout`` for layers given as uncompressed tar files on disk, of any size.
+
+    Each tar is read a MiB at a time: hashed (its diff_id) and compressed into a temp file in
+    the layout, itself hashed as it is written and renamed to its digest; memory holds a chunk,
+    never a layer. The same bytes give the same blobs and digests as ``build_oci_layout``.
+    ``move=True`` (with ``compression="none"`` only) renames each tar into the blobs instead of
+    copying it: the tar files are gone afterwards (the layout's own blob paths may be given).
+    """
+    layout = _Layout(Path(path))
+    layers = [layout.layer_from_file(Path(p), compression, move) for p in tar_paths]
+    return _tagged_image(layout, layers, tag, platform, config, history)
 
 
 def build_multiarch_layout(path: str | os.PathLike[str],
@@ -206,7 +344,8 @@ def build_multiarch_layout(path: str | os.PathLike[str],
     layout = _Layout(Path(path))
     entries, built = [], {}
     for platform, layers in images.items():
-        desc, image = _write_image(layout, layers, compression, platform, None, None)
+        desc, image = _write_image(layout, _in_memory(layout, layers, compression), platform,
+                                   None, None)
         plat = {"os": platform.os, "architecture": platform.architecture}
         if platform.variant:
             plat["variant"] = platform.variant
@@ -293,4 +432,5 @@ def validate_image(image: Any) -> None:
 
 
 __all__ = ["BuiltImage", "LayerBuilder", "build_docker_archive", "build_multiarch_layout",
-           "build_oci_layout", "random_image", "random_layers", "validate_image"]
+           "build_oci_layout", "build_oci_layout_from_tars", "random_image", "random_layers",
+           "validate_image"]
