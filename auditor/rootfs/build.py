@@ -79,7 +79,13 @@ def wanted_over(index: RootfsIndex, want: Callable[[str], Any]) -> Callable[[str
     """A file written through a symlinked parent lands elsewhere (``lib/x`` over ``lib ->
     usr/lib`` is ``usr/lib/x``): it is wanted if its tar path or where it lands matches, given
     the layers merged into ``index`` so far. Works for any path predicate or lookup."""
-    return lambda path: want(path) or want(index.canonical_path(path))
+    def wanted(path: str) -> Any:
+        if found := want(path):
+            return found
+        landing = index.canonical_path(path)
+        return want(landing) if landing != path else found
+
+    return wanted
 
 
 def cache_key(wants: Sequence[Want], limits: Limits) -> str:
@@ -99,7 +105,7 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
     index = RootfsIndex()
     plan = Plan(wanted_over(index, compiled.capture), wanted_over(index, compiled.analyzers))
     for layer in image.layers:
-        scan = _cached_scan(cache, layer, key, plan, limits)
+        scan = _cached_scan(cache, layer, key, plan, limits, index)
         if scan is not None:
             progress.layer_started(layer, None, cached=True)
         else:
@@ -111,8 +117,8 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
     return index
 
 
-def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan,
-                 limits: Limits) -> LayerScan | None:
+def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan, limits: Limits,
+                 index: RootfsIndex) -> LayerScan | None:
     """The layer's cached scan, if it holds every file wanted over these lower layers.
 
     A scan is cached by diff_id alone, but which files it had to hand over can depend on the
@@ -122,7 +128,9 @@ def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan,
         return None
     scan = LayerScan.from_json(data, layer.index)
     for entry in scan.entries:
-        if entry.type != "file":
+        # A path that lands where it says was judged by the same wants when the scan was made
+        # (the cache key holds them); only one moved by a symlinked parent needs a second look.
+        if entry.type != "file" or index.canonical_path(entry.path) == entry.path:
             continue
         if (entry.size <= limits.max_capture_bytes and entry.path not in scan.captured
                 and plan.capture(entry.path)):
