@@ -20,23 +20,19 @@ import argparse
 import hashlib
 import io
 import json
-import os
-import platform
 import random
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MiB = 1 << 20
-GiB = 1 << 30
-MB = 1_000_000
+from benchlib import MB, GiB, MiB, audit_once, machine, run_figures
+
 BIG_FILE = 200 * MB
 SMALL_FILES = 200
 TAG = "bench"
@@ -218,52 +214,7 @@ def build_layout(folder: Path, size: int, seed: int) -> dict[str, Any]:
     }
 
 
-# -- measuring -------------------------------------------------------------------------------
-@dataclass
-class Run:
-    name: str
-    exit_code: int
-    wall_seconds: float
-    peak_rss_bytes: int
-    stderr: str
-    report_ok: bool = False
-
-    @property
-    def peak_rss_mb(self) -> float:
-        return self.peak_rss_bytes / MB
-
-
-# Runs ``auditor`` and, at exit, writes its own peak RSS (VmHWM, in KiB) as the last line of
-# stderr. VmHWM belongs to the address space made at exec, unlike wait4's ru_maxrss, which Linux
-# carries over from a large parent (say, pytest) and would report instead of the audit's own.
-HWM_LAUNCHER = """
-import atexit, runpy, sys
-def report():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                sys.stderr.write("VmHWM " + line.split()[1] + "\\n")
-atexit.register(report)
-sys.argv = ["auditor", *sys.argv[1:]]
-runpy.run_module("auditor", run_name="__main__")
-"""
-
-
-def audit_once(name: str, layout: Path, cache: Path, report: Path) -> Run:
-    """One ``auditor audit`` in a child process, and that process's own peak RSS."""
-    command = [sys.executable, "-c", HWM_LAUNCHER, "audit", f"oci:{layout}:{TAG}", "--format",
-               "json", "-o", str(report), "--cache-dir", str(cache)]
-    started = time.monotonic()
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          check=False)
-    wall = time.monotonic() - started
-    lines = done.stderr.strip().splitlines()
-    peak = 0
-    if lines and lines[-1].startswith("VmHWM "):
-        peak = int(lines.pop().split()[1]) * 1024
-    return Run(name, done.returncode, wall, peak, "\n".join(lines).strip())
-
-
+# -- measuring (benchlib: the child process and its VmHWM) ---------------------------------
 def check_report(report: Path, expected: dict[str, Any]) -> bool:
     """The audit really read the big layer: every file, every byte accounted for."""
     try:
@@ -304,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("cold", "warm"):
             print(f"auditing ({name}) ...", file=sys.stderr)
             report = folder / f"report-{name}.json"
-            run = audit_once(name, folder / "layout", cache, report)
+            run = audit_once(name, f"oci:{folder / 'layout'}:{TAG}", cache, report)
             run.report_ok = run.exit_code == 0 and check_report(report, layout)
             runs.append(run)
     finally:
@@ -329,13 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         figures = {
             "size_gib": args.size_gib,
             "layout": layout,
-            "runs": [{**{k: v for k, v in asdict(r).items() if k != "stderr"},
-                      "wall_seconds": round(r.wall_seconds, 3),
-                      "peak_rss_mb": round(r.peak_rss_mb, 1)} for r in runs],
+            "runs": [run_figures(r) for r in runs],
             "max_rss_mb": args.max_rss_mb,
             "ok": ok,
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "platform": platform.platform()},
+            "machine": machine(),
         }
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0 if ok else 1
