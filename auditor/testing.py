@@ -93,6 +93,20 @@ class LayerBuilder:
         return buf.getvalue()
 
 
+def files_layer(files: Mapping[str, str | bytes]) -> LayerBuilder:
+    """A layer of these files, with entries for their parent directories (as real layer tars
+    usually have)."""
+    layer, dirs = LayerBuilder(), set()
+    for path in files:
+        parts = path.split("/")[:-1]
+        dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    for directory in sorted(dirs):
+        layer.dir(directory)
+    for path, data in files.items():
+        layer.file(path, data)
+    return layer
+
+
 @dataclass(frozen=True)
 class BuiltImage:
     """What a builder wrote, for tests to compare against what a source reads."""
@@ -431,6 +445,15 @@ def validate_image(image: Any) -> None:
             assert stream.verified, f"layer {layer.index} was not verified against its digest"
 
 
-__all__ = ["BuiltImage", "LayerBuilder", "build_docker_archive", "build_multiarch_layout",
-           "build_oci_layout", "build_oci_layout_from_tars", "random_image", "random_layers",
-           "validate_image"]
+__all__ = [
+    "BuiltImage",
+    "LayerBuilder",
+    "build_docker_archive",
+    "build_multiarch_layout",
+    "build_oci_layout",
+    "build_oci_layout_from_tars",
+    "files_layer",
+    "random_image",
+    "random_layers",
+    "validate_image",
+]

@@ -24,8 +24,6 @@ Prints a table, writes the figures as JSON with ``--json FILE``, exits 1 if a ch
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -38,7 +36,6 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from email.parser import HeaderParser
 from pathlib import Path
@@ -51,7 +48,7 @@ if str(REPO) not in sys.path:  # the fixtures package, beside the scripts folder
     sys.path.insert(0, str(REPO))
 
 from auditor.testing import EPOCH, LayerBuilder, build_oci_layout_from_tars  # noqa: E402
-from fixtures.debian import PATH_ENV, debian_python_layout, fixture_cache_dir  # noqa: E402
+from fixtures.debian import PATH_ENV, debian_python_layout, fixture_cache_dir, locked  # noqa: E402
 from fixtures.debian import recipe_key as debian_recipe_key  # noqa: E402
 
 TAG = "bench"
@@ -87,16 +84,6 @@ QUICK = Recipe("quick-cudart-nvjitlink",
 
 
 # -- building the image, once -----------------------------------------------------------------
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def cache_root() -> Path:
     return fixture_cache_dir() / "bench-inventory"
 

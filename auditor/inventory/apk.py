@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from packageurl import PackageURL
 
-from auditor.inventory.base import BrokenRecords, Cataloger, FileView, Inventory, decode_database
+from auditor.inventory.base import BrokenRecords, Cataloger, FileView, Inventory, read_text_database
 from auditor.inventory.os_release import PATHS as OS_RELEASE_PATHS
 from auditor.inventory.os_release import distro_qualifier, os_identity
-from auditor.model import Package, Unknown
+from auditor.model import Package
 
 NAME = "apk"
 DATABASES = ("lib/apk/db/installed", "usr/lib/apk/db/installed")
@@ -93,14 +93,9 @@ def run(view: FileView, inventory: Inventory) -> None:
 
 def _packages_in(view: FileView, inventory: Inventory, path: str) -> None:
     layer = view.layer_of(path)
-    data = view.read(path)
-    if data is None:
-        inventory.unknowns.append(Unknown(NAME, path, layer,
-                                          "not captured (larger than the capture limit?)"))
+    text = read_text_database(view, inventory, NAME, path)
+    if text is None:
         return
-    text, utf8 = decode_database(data)
-    if not utf8:
-        inventory.unknowns.append(Unknown(NAME, path, layer, "not UTF-8 text; read as Latin-1"))
     release = os_identity(view, inventory)
     broken = BrokenRecords(inventory, NAME, path, layer)
     for record in iter_records(text):

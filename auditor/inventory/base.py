@@ -128,3 +128,25 @@ def decode_database(data: bytes) -> tuple[str, bool]:
         return data.decode("utf-8"), True
     except UnicodeDecodeError:
         return data.decode("latin-1"), False
+
+
+def read_database(view: FileView, inventory: Inventory, cataloger: str, path: str) -> bytes | None:
+    """A captured database file's bytes; None, with an Unknown saying so, if it was not captured."""
+    data = view.read(path)
+    if data is None:
+        inventory.unknowns.append(Unknown(cataloger, path, view.layer_of(path),
+                                          "not captured (larger than the capture limit?)"))
+    return data
+
+
+def read_text_database(view: FileView, inventory: Inventory, cataloger: str,
+                       path: str) -> str | None:
+    """A captured text database; one that is not UTF-8 is read as Latin-1, with an Unknown."""
+    data = read_database(view, inventory, cataloger, path)
+    if data is None:
+        return None
+    text, utf8 = decode_database(data)
+    if not utf8:
+        inventory.unknowns.append(Unknown(cataloger, path, view.layer_of(path),
+                                          "not UTF-8 text; read as Latin-1"))
+    return text

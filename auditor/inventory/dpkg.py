@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from packageurl import PackageURL
 
-from auditor.inventory.base import BrokenRecords, Cataloger, FileView, Inventory, decode_database
+from auditor.inventory.base import BrokenRecords, Cataloger, FileView, Inventory, read_text_database
 from auditor.inventory.os_release import PATHS as OS_RELEASE_PATHS
 from auditor.inventory.os_release import distro_qualifier, os_identity
-from auditor.model import Package, Unknown
+from auditor.model import Package
 
 NAME = "dpkg"
 STATUS = "var/lib/dpkg/status"
@@ -136,15 +136,10 @@ def _owned_files(view: FileView, directory: str, suffix: str, name: str,
 
 def _packages_in(view: FileView, inventory: Inventory, path: str, release: dict[str, str],
                  distroless: bool) -> None:
-    data = view.read(path)
     layer = view.layer_of(path)
-    if data is None:
-        inventory.unknowns.append(Unknown(NAME, path, layer,
-                                          "not captured (larger than the capture limit?)"))
+    text = read_text_database(view, inventory, NAME, path)
+    if text is None:
         return
-    text, utf8 = decode_database(data)
-    if not utf8:
-        inventory.unknowns.append(Unknown(NAME, path, layer, "not UTF-8 text; read as Latin-1"))
     broken = BrokenRecords(inventory, NAME, path, layer)
     for stanza in iter_stanzas(text):
         fields = stanza.fields

@@ -26,7 +26,7 @@ from typing import Any
 
 from packageurl import PackageURL
 
-from auditor.inventory.base import BrokenRecords, Cataloger, FileView, Inventory
+from auditor.inventory.base import BrokenRecords, Cataloger, FileView, Inventory, read_database
 from auditor.inventory.os_release import PATHS as OS_RELEASE_PATHS
 from auditor.inventory.os_release import distro_qualifier, os_identity
 from auditor.model import Package, Unknown
@@ -224,12 +224,9 @@ def rpm_purl(header: RpmHeader, release: dict[str, str]) -> str:
 
 def _packages_in(view: FileView, inventory: Inventory, path: str, release: dict[str, str]) -> None:
     layer = view.layer_of(path)
-    data = view.read(path)
+    data = read_database(view, inventory, NAME, path)
     if data is None:
-        inventory.unknowns.append(Unknown(NAME, path, layer,
-                                          "not captured (larger than the capture limit?)"))
         return
-
     broken = BrokenRecords(inventory, NAME, path, layer)
     for hnum, blob in read_sqlite_rpmdb(data, broken.add):
         try:

@@ -30,25 +30,12 @@ from auditor.inventory import conda, frameworks, python
 from auditor.inventory.base import Cataloger
 from auditor.inventory.frameworks import NOT_LITERAL, module_constants
 from auditor.model import Framework
-from auditor.testing import LayerBuilder, build_oci_layout
+from auditor.testing import LayerBuilder, build_oci_layout, files_layer
 from fixtures.debian import fixture_cache_dir
 
 SITE = "usr/local/lib/python3.11/site-packages"
 CONDA_SITE = "opt/conda/lib/python3.11/site-packages"
 OURS: list[Cataloger] = [python.CATALOGER, conda.CATALOGER, frameworks.CATALOGER]
-
-
-def files_layer(files: dict[str, str | bytes]) -> LayerBuilder:
-    """A layer of these files, with their parent directories (as real layer tars have)."""
-    layer, dirs = LayerBuilder(), set()
-    for path in files:
-        parts = path.split("/")[:-1]
-        dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    for directory in sorted(dirs):
-        layer.dir(directory)
-    for path, data in files.items():
-        layer.file(path, data)
-    return layer
 
 
 def _audit(tmp_path: Path, layers: list[LayerBuilder], config: dict | None = None) -> AuditResult:

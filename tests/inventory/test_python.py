@@ -34,7 +34,7 @@ from auditor.inventory.base import Cataloger
 from auditor.inventory.python import parse_metadata, parse_record, resolve_inside
 from auditor.model import Package
 from auditor.sources.cache import BlobCache
-from auditor.testing import LayerBuilder, build_oci_layout
+from auditor.testing import LayerBuilder, build_oci_layout, files_layer
 from fixtures.debs import deb_layers
 from tests.engine_fixtures import DebianImage
 
@@ -72,19 +72,6 @@ def _headers(text: str) -> dict[str, str]:
         if key in ("Name", "Version") and key not in out:
             out[key] = value.strip()
     return out
-
-
-def files_layer(files: dict[str, str | bytes]) -> LayerBuilder:
-    """A layer of these files, with their parent directories (as real layer tars have)."""
-    layer, dirs = LayerBuilder(), set()
-    for path in files:
-        parts = path.split("/")[:-1]
-        dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    for directory in sorted(dirs):
-        layer.dir(directory)
-    for path, data in files.items():
-        layer.file(path, data)
-    return layer
 
 
 def tree_layer(root: Path, prefix: str) -> LayerBuilder:
