@@ -1,0 +1,70 @@
+"""Which file the dynamic loader would load for each DT_NEEDED, computed from facts.
+
+``ldconf`` reads ``/etc/ld.so.conf`` (with ``include``), ``ldcache`` reads ``/etc/ld.so.cache``,
+``resolve`` walks a consumer's dependency tree as glibc's ``ld.so`` does, confined to the image.
+:func:`linkage_of` gathers their inputs from a cataloger's :class:`FileView`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import posixpath
+from typing import Any
+
+from auditor.inventory.base import FileView
+from auditor.linkage.ldcache import CacheEntry, parse_ld_cache
+from auditor.linkage.ldconf import parse_ld_conf
+from auditor.linkage.model import ConsumerLinkage, Resolution
+from auditor.linkage.resolve import resolve_linkage
+
+CONF_GLOBS = ("etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d/*")
+
+
+def linkage_of(view: FileView, owner: str, consumer: str, **options: Any) -> ConsumerLinkage:
+    """``consumer``'s linkage, with the ELF facts analyzer ``owner`` found and the cache, conf
+    files (captured by ``CONF_GLOBS``) and Env of the image in ``view``; ``options`` go to
+    :func:`resolve_linkage` (``hwcaps``, ``default_dirs``...)."""
+    cache, conf_dirs, problems = loader_inputs(view)
+
+    def elf_of(path: str) -> dict[str, Any] | None:
+        return view.index.facts(path, owner)
+
+    result = resolve_linkage(consumer, elf_of, view.index, view.env().get("LD_LIBRARY_PATH"),
+                             cache, conf_dirs, **options)
+    return dataclasses.replace(result, problems=(*problems, *result.problems))
+
+
+def loader_inputs(view: FileView) -> tuple[list[CacheEntry] | None, list[str], list[str]]:
+    """(parsed ld.so.cache or None, ld.so.conf directories, problems) of the image."""
+    problems: list[str] = []
+    cache: list[CacheEntry] | None = None
+    if view.index.lookup("etc/ld.so.cache") is not None:
+        data = view.read("etc/ld.so.cache")
+        if data is None:
+            problems.append("/etc/ld.so.cache: present but not captured")
+        else:
+            cache, cache_problems = parse_ld_cache(data)
+            problems.extend(f"/etc/ld.so.cache: {p}" for p in cache_problems)
+
+    def read(path: str) -> str | None:
+        data = view.read(path.lstrip("/"))
+        return data.decode("utf-8", "replace") if data is not None else None
+
+    def glob(pattern: str) -> list[str]:
+        directory = view.index.resolve(posixpath.dirname(pattern))
+        if directory is None:
+            return []
+        prefix = f"{directory}/" if directory else ""
+        names = [p[len(prefix):] for p in view.index.entries if p.startswith(prefix)
+                 and "/" not in p[len(prefix):]]
+        base = posixpath.basename(pattern)
+        return ["/" + prefix + n for n in names if fnmatch.fnmatchcase(n, base)]
+
+    conf_dirs, conf_problems = parse_ld_conf("/etc/ld.so.conf", read, glob)
+    problems.extend(conf_problems)
+    return cache, conf_dirs, problems
+
+
+__all__ = ["CONF_GLOBS", "ConsumerLinkage", "Resolution", "linkage_of", "loader_inputs",
+           "resolve_linkage"]

@@ -1,0 +1,54 @@
+"""The answer of linkage resolution: for each needed name, the file ld.so would load, and how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+How = Literal["rpath", "ld_library_path", "runpath", "ld.so.cache", "default", "already-loaded",
+              "direct", "not-found"]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """One DT_NEEDED entry of ``requester`` (a root-relative path).
+
+    ``path`` is the absolute path the loader opens (as ``ld.so --list`` prints it), ``file`` the
+    root-relative file it is after following symlinks inside the image; both None when not found.
+    ``searched`` lists the candidate paths tried before it, in order (bounded)."""
+
+    needed: str
+    path: str | None
+    how: How
+    searched: tuple[str, ...] = ()
+    requester: str = ""
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsumerLinkage:
+    """Every resolution in a consumer's dependency tree, in the loader's order (breadth first),
+    and what could not be followed (cycles of symlinks, paths out of bounds, limits reached).
+
+    ``fatal``: the error ld.so would stop the program with (a directory or a file that is not ELF
+    where it looked for a library); the resolutions end with the need that hit it."""
+
+    consumer: str
+    resolutions: tuple[Resolution, ...]
+    problems: tuple[str, ...] = ()
+    fatal: str | None = None
+
+    def of(self, needed: str, requester: str | None = None) -> Resolution | None:
+        """The first resolution of ``needed`` (asked by ``requester``, if given)."""
+        for resolution in self.resolutions:
+            if resolution.needed == needed and requester in (None, resolution.requester):
+                return resolution
+        return None
+
+    def loaded(self) -> dict[str, str]:
+        """needed name -> root-relative file, for every name that resolved (first wins)."""
+        out: dict[str, str] = {}
+        for resolution in self.resolutions:
+            if resolution.file is not None:
+                out.setdefault(resolution.needed, resolution.file)
+        return out
