@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -135,7 +136,6 @@ def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir
     from auditor.rootfs.decompress import Limits
     from auditor.sources import BlobCache, SourceOptions
 
-    limits = Limits()
     overrides: dict[str, Any] = {}
     if max_layer_size:
         overrides["max_layer_bytes"] = parse_size(max_layer_size)
@@ -145,7 +145,7 @@ def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir
         overrides["max_ratio"] = max_ratio
     if max_entries:
         overrides["max_entries"] = max_entries
-    limits = Limits(**{**limits.__dict__, **overrides})
+    limits = dataclasses.replace(Limits(), **overrides)
     options = AuditOptions(platform=parse_platform(platform) if platform else None,
                            cache_dir=cache_dir, limits=limits,
                            source=SourceOptions(insecure=insecure, engine_host=engine_host))

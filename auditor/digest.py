@@ -68,11 +68,6 @@ class VerifyingReader:
             self._check()
         return data
 
-    def readinto(self, buffer) -> int:  # for io.BufferedReader and zlib consumers
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
     def drain(self, chunk: int = 1 << 20) -> None:
         """Read whatever is left (tar padding, trailing zeros) so the digest covers every byte."""
         while self.read(chunk):

@@ -116,8 +116,9 @@ class BlobCache:
                 if size is not None and offset > size:
                     offset = 0
                 try:
-                    self._download(partial, offset, algorithm, opener, progress, size)
-                    _verify_file(partial, algorithm, hexpart, size, digest)
+                    hasher, total = self._download(partial, offset, algorithm, opener,
+                                                   progress, size)
+                    _check(hasher, total, hexpart, size, digest)
                 except DigestMismatchError:
                     partial.unlink(missing_ok=True)
                     if offset and attempt == 0:
@@ -128,24 +129,28 @@ class BlobCache:
         raise AssertionError("unreachable")
 
     def _download(self, partial: Path, offset: int, algorithm: str, opener: BlobOpener,
-                  progress: Callable[[int], None] | None, size: int | None) -> None:
+                  progress: Callable[[int], None] | None,
+                  size: int | None) -> tuple[Any, int]:
+        """Write the blob to ``partial``, hashing it on the way: only the prefix a resumed
+        download keeps is read back. Returns the hash and the number of bytes."""
         stream, start = opener(offset)
-        with contextlib.closing(stream), open(partial, "ab" if start else "wb") as out:
-            if start:
-                out.truncate(start)
+        hasher = hashlib.new(algorithm)
+        with contextlib.closing(stream), open(partial, "r+b" if start else "wb") as out:
+            while out.tell() < start and (chunk := out.read(min(CHUNK, start - out.tell()))):
+                hasher.update(chunk)
+            out.truncate(start)
             written = start
             if progress and start:
                 progress(start)
-            while True:
-                chunk = stream.read(CHUNK)
-                if not chunk:
-                    break
+            while chunk := stream.read(CHUNK):
                 written += len(chunk)
                 if size is not None and written > size:
                     raise DigestMismatchError(f"blob is longer than its declared size {size}")
+                hasher.update(chunk)
                 out.write(chunk)
                 if progress:
                     progress(len(chunk))
+        return hasher, written
 
     # -- per-layer results -----------------------------------------------------------------
     def layer_index_path(self, diff_id: str, key: str) -> Path:
@@ -223,18 +228,13 @@ class BlobCache:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _verify_file(path: Path, algorithm: str, hexpart: str, size: int | None, digest: str) -> None:
-    h = hashlib.new(algorithm)
-    total = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            total += len(chunk)
+def _check(hasher: Any, total: int, hexpart: str, size: int | None, digest: str) -> None:
     if size is not None and total != size:
         raise DigestMismatchError(f"blob {digest} has {total} bytes, expected {size}; not cached")
-    if h.hexdigest() != hexpart:
+    if hasher.hexdigest() != hexpart:
         raise DigestMismatchError(
-            f"blob {digest} does not match its content (got {algorithm}:{h.hexdigest()}); not cached")
+            f"blob {digest} does not match its content (got {hasher.name}:{hasher.hexdigest()}); "
+            "not cached")
 
 
 def _touch(path: Path) -> None:
