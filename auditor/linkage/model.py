@@ -7,6 +7,7 @@ from typing import Literal
 
 How = Literal["rpath", "ld_library_path", "runpath", "ld.so.cache", "default", "already-loaded",
               "direct", "not-found"]
+Kind = Literal["needed", "dlopen"]
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,8 @@ class Resolution:
 
     ``path`` is the absolute path the loader opens (as ``ld.so --list`` prints it), ``file`` the
     root-relative file it is after following symlinks inside the image; both None when not found.
-    ``searched`` lists the candidate paths tried before it, in order (bounded)."""
+    ``searched`` lists the candidate paths tried before it, in order (bounded). ``kind``:
+    a DT_NEEDED entry, or a name the requester opens with ``dlopen`` at run time."""
 
     needed: str
     path: str | None
@@ -23,6 +25,7 @@ class Resolution:
     searched: tuple[str, ...] = ()
     requester: str = ""
     file: str | None = None
+    kind: Kind = "needed"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from auditor.linkage.ldcache import CacheEntry, cache_lookup
-from auditor.linkage.model import ConsumerLinkage, How, Resolution
+from auditor.linkage.model import ConsumerLinkage, How, Kind, Resolution
 from auditor.rootfs.index import RootfsIndex
 
 PATH_MAX = 4096
@@ -195,7 +195,8 @@ def resolve_linkage(consumer_path: str, elf_of: ElfOf, index: RootfsIndex,
                     ld_conf_dirs: list[str], *, default_dirs: Iterable[str] | None = None,
                     interpreter: str | None = None, cwd: str = "/",
                     dst_lib: str | None = None, platform: str | None = None,
-                    hwcaps: Iterable[str] | None = None) -> ConsumerLinkage:
+                    hwcaps: Iterable[str] | None = None,
+                    dlopen: Iterable[str] = ()) -> ConsumerLinkage:
     """Every DT_NEEDED in ``consumer_path``'s dependency tree and the file that satisfies it.
 
     ``elf_of(root_relative_file)`` gives a file's ``elf_facts`` (or None); ``ld_cache`` is the
@@ -203,7 +204,10 @@ def resolve_linkage(consumer_path: str, elf_of: ElfOf, index: RootfsIndex,
     of ``/etc/ld.so.conf`` -- ld.so never reads them itself, so they only serve to note a
     library that a missing or stale cache leaves unfound. ``hwcaps``: the subdirectories (as
     ``glibc-hwcaps/x86-64-v3``) the CPU lets ld.so search in each directory, best first; None
-    when unknown (a variant there is then only noted)."""
+    when unknown (a variant there is then only noted). ``dlopen``: names the consumer opens
+    with ``dlopen`` once its dependencies are loaded, searched as ld.so searches for the
+    consumer's own needs (its RPATH, ``LD_LIBRARY_PATH``, its RUNPATH, cache, defaults); each
+    is resolved with its own dependencies, in order."""
     consumer = "/" + consumer_path.strip("/")
     canonical = index.resolve(consumer)
     facts = elf_of(canonical) if canonical is not None else None
@@ -221,27 +225,51 @@ def resolve_linkage(consumer_path: str, elf_of: ElfOf, index: RootfsIndex,
     defaults = list(default_dirs) if default_dirs is not None else \
         _default_dirs(loaded[-1].file if len(loaded) > 1 else None, machine)
     resolutions: list[Resolution] = []
-    queue = [main]
-    position = 0
-    while position < len(queue) and not run.fatal:
-        requester = queue[position]
-        position += 1
-        for needed in requester.facts.get("needed") or []:
-            resolution, new = _resolve_one(run, requester, str(needed), loaded, llp, ld_cache,
-                                           defaults)
-            resolutions.append(resolution)
-            if run.fatal:
-                break
-            if new is not None:
-                if len(loaded) >= MAX_OBJECTS:
-                    run.problem(f"more than {MAX_OBJECTS} objects loaded; the rest not followed")
-                    break
-                loaded.append(new)
-                queue.append(new)
+    tree = _Tree(run, loaded, llp, ld_cache, defaults, resolutions)
+    tree.load([(main, [str(n) for n in main.facts.get("needed") or []], "needed")])
+    for name in dlopen:  # each dlopen() call maps one object and its dependencies
+        if run.fatal:
+            break
+        tree.load([(main, [name], "dlopen")])
     if run.probes > MAX_PROBES:
         run.problem(f"more than {MAX_PROBES} candidate files tried; search stopped")
     _note_conf_dirs(run, resolutions, ld_conf_dirs, ld_cache)
     return ConsumerLinkage(consumer, tuple(resolutions), tuple(run.problems), run.fatal)
+
+
+@dataclass
+class _Tree:
+    """Loads objects breadth first, as ``_dl_map_object_deps`` does for one ``dlopen`` call."""
+
+    run: _Run
+    loaded: list[_Object]
+    llp: list[str]
+    ld_cache: list[CacheEntry] | None
+    defaults: list[str]
+    resolutions: list[Resolution]
+
+    def load(self, first: list[tuple[_Object, list[str], Kind]]) -> None:
+        pending = list(first)
+        position = 0
+        while position < len(pending) and not self.run.fatal:
+            requester, names, kind = pending[position]
+            position += 1
+            for needed in names:
+                resolution, new = _resolve_one(self.run, requester, needed, self.loaded,
+                                               self.llp, self.ld_cache, self.defaults)
+                if kind != "needed":
+                    resolution = replace(resolution, kind=kind)
+                self.resolutions.append(resolution)
+                if self.run.fatal:
+                    return
+                if new is not None:
+                    if len(self.loaded) >= MAX_OBJECTS:
+                        self.run.problem(f"more than {MAX_OBJECTS} objects loaded; the rest "
+                                         "not followed")
+                        return
+                    self.loaded.append(new)
+                    pending.append((new, [str(n) for n in new.facts.get("needed") or []],
+                                    "needed"))
 
 
 def _default_dirs(interpreter_file: str | None, machine: str) -> list[str]:

@@ -281,3 +281,21 @@ def test_ld_conf_includes_globs_and_cycles() -> None:
     dirs, problems = parse_ld_conf("/etc/ld.so.conf", files.get, glob)
     assert dirs == ["/opt/a", "/opt/a2", "/opt/a3", "/opt/b", "/usr/local/lib"]
     assert any("cycle" in p for p in problems)
+
+
+def test_dlopen_names_are_searched_as_the_consumers_own_needs(tmp_path: Path) -> None:
+    files = {APP: _so("app", needed=["liba.so.1"], runpath="/r"),
+             "r/liba.so.1": _so("liba.so.1"), "r/libdl.so.7": _so("libdl.so.7",
+                                                                   needed=["libdep.so.1"]),
+             "r/libdep.so.1": _so("libdep.so.1"), "c/libdl.so.7": _so("libdl.so.7")}
+    linkage = _linkage(tmp_path, files, env=["LD_LIBRARY_PATH=/c"],
+                       dlopen=["libdl.so.7", "liba.so.1", "libnone.so.1"])
+    opened = {r.needed: r for r in linkage.resolutions if r.kind == "dlopen"}
+    assert set(opened) == {"libdl.so.7", "liba.so.1", "libnone.so.1"}
+    assert (opened["libdl.so.7"].file, opened["libdl.so.7"].how) == ("c/libdl.so.7",
+                                                                       "ld_library_path")
+    assert opened["liba.so.1"].how == "already-loaded"  # mapped by DT_NEEDED before
+    assert opened["libnone.so.1"].how == "not-found"
+    assert linkage.of("libdep.so.1") is None  # the LD_LIBRARY_PATH copy needs nothing
+    # DT_NEEDED entries come first, in load order
+    assert [r.kind for r in linkage.resolutions][:1] == ["needed"]
