@@ -75,7 +75,7 @@ class Inventory:
 class Cataloger:
     """``globs``: files captured whole for ``run``; ``analyze_globs``: files handed to
     ``analyze`` during the pass (for large binaries), whose facts ``run`` reads with
-    ``view.analyzed(name)``."""
+    ``view.analyzed(name)``; with ``magic``, only those of them that start with it."""
 
     name: str
     version: int
@@ -83,12 +83,14 @@ class Cataloger:
     run: Callable[[FileView, Inventory], None]
     analyze_globs: tuple[str, ...] = ()
     analyze: Analyzer | None = None
+    magic: bytes = b""  # analyze only files starting with these bytes (the rest is not copied)
 
     @property
     def wants(self) -> list[Want]:
         out = [Want(self.name, self.version, self.globs)] if self.globs else []
         if self.analyze_globs and self.analyze is not None:
-            out.append(Want(self.name, self.version, self.analyze_globs, self.analyze))
+            out.append(Want(self.name, self.version, self.analyze_globs, self.analyze,
+                            self.magic))
         return out
 
 

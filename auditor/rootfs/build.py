@@ -15,7 +15,7 @@ from auditor.errors import InputError, LimitExceededError
 from auditor.model import Layer
 from auditor.rootfs.decompress import LayerReader, Limits
 from auditor.rootfs.index import RootfsIndex
-from auditor.rootfs.walker import Analyzer, LayerScan, scan_layer
+from auditor.rootfs.walker import Analyzer, Handler, LayerScan, scan_layer
 from auditor.sources.base import Image
 from auditor.sources.cache import BlobCache
 
@@ -36,6 +36,7 @@ class Want:
     version: int  # its version: bumping it invalidates cached layer results
     globs: tuple[str, ...]
     analyze: Analyzer | None = field(default=None, compare=False)
+    magic: bytes = b""  # analyze only files that start with these bytes (b"\x7fELF")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Plan:
     """Which files the pass hands over, and how: the wants compiled."""
 
     capture: Callable[[str], bool]
-    analyzers: Callable[[str], Sequence[tuple[str, Analyzer]]]
+    analyzers: Callable[[str], Sequence[Handler]]
 
 
 class LayerProgress:
@@ -67,10 +68,11 @@ def compile_wants(wants: Sequence[Want]) -> Callable[[str], bool]:
 
 
 def compile_plan(wants: Sequence[Want]) -> Plan:
-    analyzing = [(w.owner, w.analyze, _matcher(w.globs)) for w in wants if w.analyze is not None]
+    analyzing = [((w.owner, w.analyze, w.magic), _matcher(w.globs)) for w in wants
+                 if w.analyze is not None]
 
-    def analyzers(path: str) -> list[tuple[str, Analyzer]]:
-        return [(owner, analyze) for owner, analyze, match in analyzing if match(path)]
+    def analyzers(path: str) -> list[Handler]:
+        return [handler for handler, match in analyzing if match(path)]
 
     return Plan(compile_wants(wants), analyzers)
 
@@ -91,8 +93,8 @@ def wanted_over(index: RootfsIndex, want: Callable[[str], Any]) -> Callable[[str
 def cache_key(wants: Sequence[Want], limits: Limits) -> str:
     spec = {"indexer": INDEXER_VERSION, "capture_limit": limits.max_capture_bytes,
             "analyze_limit": limits.max_analyze_bytes,
-            "wants": sorted([w.owner, w.version, sorted(w.globs), w.analyze is not None]
-                            for w in wants)}
+            "wants": sorted([w.owner, w.version, sorted(w.globs), w.analyze is not None,
+                             w.magic.hex()] for w in wants)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -135,8 +137,9 @@ def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan, limits: L
         if (entry.size <= limits.max_capture_bytes and entry.path not in scan.captured
                 and plan.capture(entry.path)):
             return None
+        # (a handler with a magic may have passed the file over: only one without counts)
         if (entry.size <= limits.max_analyze_bytes and entry.path not in scan.analyzed
-                and plan.analyzers(entry.path)):
+                and any(not magic for _, _, magic in plan.analyzers(entry.path))):
             return None
     return scan
 

@@ -32,8 +32,10 @@ WantFn = Callable[[str], bool]
 StoreFn = Callable[[bytes], str]
 # (a seekable copy of a file, its size) -> facts (JSON-able); may raise on hostile content
 Analyzer = Callable[[BinaryIO, int], dict[str, Any]]
-# path -> the (owner, analyzer) pairs that want to see this file
-AnalyzersFn = Callable[[str], Sequence[tuple[str, Analyzer]]]
+# (owner, analyzer, magic): the analyzer sees only files that start with ``magic`` (b"": all)
+Handler = tuple[str, Analyzer, bytes]
+# path -> the handlers that want to see this file
+AnalyzersFn = Callable[[str], Sequence[Handler]]
 
 IN_MEMORY_BYTES = 8 << 20  # files an analyzer reads from memory; larger ones are spilled
 
@@ -200,7 +202,7 @@ def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, handov
 
 
 def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, path: str,
-               size: int, capture: bool, owners: Sequence[tuple[str, Analyzer]],
+               size: int, capture: bool, owners: Sequence[Handler],
                handover: _Handover, limits: Limits) -> None:
     if capture and size > limits.max_capture_bytes:
         capture = False
@@ -217,8 +219,14 @@ def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, p
     extracted = tar.extractfile(member)
     if extracted is None:
         return
+    # the first bytes decide which analyzers look at the file: a non-ELF file among "*" is
+    # passed over without being copied anywhere
+    head = extracted.read(min(size, max((len(m) for _, _, m in owners), default=0)))
+    owners = [h for h in owners if head.startswith(h[2])]
+    if not capture and not owners:
+        return
     if capture or size <= IN_MEMORY_BYTES:
-        data = extracted.read(size)
+        data = head + extracted.read(size - len(head))
         if len(data) != size:
             raise EOFError
         if capture:
@@ -226,7 +234,8 @@ def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, p
         copy: BinaryIO = io.BytesIO(data)
     else:
         copy = tempfile.TemporaryFile(dir=handover.spill_dir)  # noqa: SIM115 - closed below
-        copied = 0
+        copy.write(head)
+        copied = len(head)
         while chunk := extracted.read(min(SPILL_CHUNK, size - copied)):
             copy.write(chunk)
             copied += len(chunk)
@@ -234,7 +243,7 @@ def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, p
             copy.close()
             raise EOFError
     with copy:
-        for owner, analyze in owners:
+        for owner, analyze, _magic in owners:
             copy.seek(0)
             scan.analyzed.setdefault(path, {})[owner] = run_analyzer(analyze, copy, size)
 

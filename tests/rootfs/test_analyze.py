@@ -97,3 +97,16 @@ def test_a_file_over_the_analysis_limit_is_skipped_and_reported(tmp_path: Path) 
     assert probe.calls == [] and probe.found == []
     assert [s.path for s in result.index.skipped] == ["opt/big.bin"]
     assert "over the analysis limit" in result.index.skipped[0].reason
+
+
+def test_magic_passes_other_files_over_without_copying_them(tmp_path: Path) -> None:
+    elf = b"\x7fELF" + BIG  # spilled, like a big library
+    layer = (LayerBuilder().dir("opt").file("opt/lib.bin", elf).file("opt/weights.bin", BIG)
+             .file("opt/tiny.bin", b"\x7fE"))
+    build_oci_layout(tmp_path / "l", [layer], tag="t")
+    probe = Probe(globs=("*",))
+    probe.cataloger = Cataloger("probe", 1, (), probe._run, ("*",), probe._analyze, b"\x7fELF")
+    _audit(tmp_path / "l", tmp_path, probe)
+    assert [p for p, _ in probe.found] == ["opt/lib.bin"]
+    assert dict(probe.found)["opt/lib.bin"]["sha256"] == hashlib.sha256(elf).hexdigest()
+    assert probe.calls == [len(elf)]  # the 12 MiB non-ELF file never reached an analyzer
