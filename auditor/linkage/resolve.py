@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -196,7 +196,8 @@ def resolve_linkage(consumer_path: str, elf_of: ElfOf, index: RootfsIndex,
                     interpreter: str | None = None, cwd: str = "/",
                     dst_lib: str | None = None, platform: str | None = None,
                     hwcaps: Iterable[str] | None = None,
-                    dlopen: Iterable[str] = ()) -> ConsumerLinkage:
+                    dlopen: Iterable[str] | Callable[[str], Sequence[str]] = (),
+                    ) -> ConsumerLinkage:
     """Every DT_NEEDED in ``consumer_path``'s dependency tree and the file that satisfies it.
 
     ``elf_of(root_relative_file)`` gives a file's ``elf_facts`` (or None); ``ld_cache`` is the
@@ -205,9 +206,10 @@ def resolve_linkage(consumer_path: str, elf_of: ElfOf, index: RootfsIndex,
     library that a missing or stale cache leaves unfound. ``hwcaps``: the subdirectories (as
     ``glibc-hwcaps/x86-64-v3``) the CPU lets ld.so search in each directory, best first; None
     when unknown (a variant there is then only noted). ``dlopen``: names the consumer opens
-    with ``dlopen`` once its dependencies are loaded, searched as ld.so searches for the
-    consumer's own needs (its RPATH, ``LD_LIBRARY_PATH``, its RUNPATH, cache, defaults); each
-    is resolved with its own dependencies, in order."""
+    with ``dlopen`` once its dependencies are loaded, or a function giving the names any loaded
+    object (by root-relative file) opens; each is searched as ld.so searches for the caller's
+    own needs (its RPATH chain, ``LD_LIBRARY_PATH``, its RUNPATH, cache, defaults) and loaded
+    with its own dependencies, objects in load order, until nothing new is opened."""
     consumer = "/" + consumer_path.strip("/")
     canonical = index.resolve(consumer)
     facts = elf_of(canonical) if canonical is not None else None
@@ -227,10 +229,19 @@ def resolve_linkage(consumer_path: str, elf_of: ElfOf, index: RootfsIndex,
     resolutions: list[Resolution] = []
     tree = _Tree(run, loaded, llp, ld_cache, defaults, resolutions)
     tree.load([(main, [str(n) for n in main.facts.get("needed") or []], "needed")])
-    for name in dlopen:  # each dlopen() call maps one object and its dependencies
-        if run.fatal:
-            break
-        tree.load([(main, [name], "dlopen")])
+    if callable(dlopen):
+        opens = dlopen
+    else:
+        names = list(dlopen)
+        opens = lambda file: names if file == main.file else ()  # noqa: E731
+    done = 0
+    while done < len(loaded) and not run.fatal:  # objects loaded by a dlopen may dlopen too
+        caller = loaded[done]
+        done += 1
+        for name in opens(caller.file) if caller is main or caller.loader is not None else ():
+            if run.fatal:
+                break
+            tree.load([(caller, [str(name)], "dlopen")])  # one object and its dependencies
     if run.probes > MAX_PROBES:
         run.problem(f"more than {MAX_PROBES} candidate files tried; search stopped")
     _note_conf_dirs(run, resolutions, ld_conf_dirs, ld_cache)

@@ -299,3 +299,24 @@ def test_dlopen_names_are_searched_as_the_consumers_own_needs(tmp_path: Path) ->
     assert linkage.of("libdep.so.1") is None  # the LD_LIBRARY_PATH copy needs nothing
     # DT_NEEDED entries come first, in load order
     assert [r.kind for r in linkage.resolutions][:1] == ["needed"]
+
+
+def test_a_loaded_library_may_dlopen_too_with_its_own_search(tmp_path: Path) -> None:
+    # libshim is found by RUNPATH; it opens libpart by name, found by its own RPATH ($ORIGIN)
+    files = {APP: _so("app", needed=["libshim.so.9"], runpath="/s"),
+             "s/libshim.so.9": _so("libshim.so.9", rpath="$ORIGIN/parts"),
+             "s/parts/libpart.so.9": _so("libpart.so.9", needed=["libpartdep.so.1"]),
+             "s/parts/libpartdep.so.1": _so("libpartdep.so.1"),
+             f"{X86}/libpart.so.9": _so("libpart.so.9")}
+
+    def opens(file: str) -> list[str]:
+        return {"s/libshim.so.9": ["libpart.so.9"],
+                "s/parts/libpart.so.9": ["libshim.so.9"]}.get(file, [])
+
+    linkage = _linkage(tmp_path, files, dlopen=opens)
+    part = linkage.of("libpart.so.9")
+    assert (part.file, part.how, part.kind, part.requester) == (
+        "s/parts/libpart.so.9", "rpath", "dlopen", "s/libshim.so.9")
+    assert _where(linkage, "libpartdep.so.1") == ("s/parts/libpartdep.so.1", "rpath")  # inherited
+    back = [r for r in linkage.resolutions if r.needed == "libshim.so.9" and r.kind == "dlopen"]
+    assert [r.how for r in back] == ["already-loaded"]  # and the loop ends
