@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from auditor.inventory import CATALOGERS, Cataloger, FileView, Inventory, run_catalogers
+from auditor.inventory import Cataloger, FileView, Inventory, catalogers_for, run_catalogers
 from auditor.model import Platform
 from auditor.reference import ImageRef, parse_reference
 from auditor.rootfs.build import LayerProgress, build_rootfs
@@ -20,6 +20,8 @@ class AuditOptions:
     cache_dir: str | None = None
     limits: Limits = field(default_factory=Limits)
     source: SourceOptions = field(default_factory=SourceOptions)
+    env: tuple[tuple[str, str], ...] = ()  # --env: over the image config's Env
+    all_elf: bool = False  # linkage of every ELF file, not only frameworks'
 
 
 @dataclass
@@ -39,7 +41,7 @@ def audit(reference: str | ImageRef, options: AuditOptions = AuditOptions(),
     started = time.monotonic()
     ref = parse_reference(reference) if isinstance(reference, str) else reference
     cache = BlobCache(options.cache_dir)
-    catalogers = CATALOGERS if catalogers is None else catalogers
+    catalogers = catalogers_for(options.all_elf) if catalogers is None else catalogers
     source = make_source(ref, cache, options.source)
     try:
         image = open_image(source, cache, options.platform)
@@ -48,5 +50,6 @@ def audit(reference: str | ImageRef, options: AuditOptions = AuditOptions(),
         facts = image.facts()
     finally:
         source.close()
-    inventory = run_catalogers(FileView(index, cache.read_bytes, image.config), catalogers)
+    view = FileView(index, cache.read_bytes, image.config, dict(options.env))
+    inventory = run_catalogers(view, catalogers)
     return AuditResult(ref, image, index, inventory, facts, time.monotonic() - started)

@@ -95,7 +95,24 @@ def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--engine-host", envvar=None,
                       help="Engine API address for docker-daemon:/podman: references "
                            "[default: DOCKER_HOST / CONTAINER_HOST].")(fn)
+    fn = click.option("--env", "env", multiple=True, metavar="NAME=VALUE", callback=_parse_env,
+                      help="Set an environment variable over the image's Env for the audit "
+                           "(LD_LIBRARY_PATH decides linkage); NAME= sets it empty. "
+                           "Repeatable.")(fn)
+    fn = click.option("--all-elf", is_flag=True,
+                      help="Resolve the linkage of every ELF file, not only the frameworks'.")(fn)
     return limit_options(cache_option(output_options(fn)))
+
+
+def _parse_env(_ctx: click.Context, _param: click.Parameter,
+               values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE")
+        out.append((name, value))
+    return tuple(out)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -125,6 +142,7 @@ def demo(**options: Any) -> None:
 
 def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir: str | None,
                platform: str | None, insecure: bool, engine_host: str | None,
+               env: tuple[tuple[str, str], ...], all_elf: bool,
                max_layer_size: str | None, max_file_size: str | None, max_ratio: float | None,
                max_entries: int | None) -> None:
     from auditor.audit import AuditOptions, audit
@@ -148,7 +166,8 @@ def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir
     limits = dataclasses.replace(Limits(), **overrides)
     options = AuditOptions(platform=parse_platform(platform) if platform else None,
                            cache_dir=cache_dir, limits=limits,
-                           source=SourceOptions(insecure=insecure, engine_host=engine_host))
+                           source=SourceOptions(insecure=insecure, engine_host=engine_host),
+                           env=env, all_elf=all_elf)
     ref: Any = reference
     if reference is None:
         ref = build_demo_image(BlobCache(cache_dir))

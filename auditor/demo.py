@@ -8,6 +8,7 @@ stages (packages, numeric libraries, rules) have something true to say about it.
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 from auditor.elfwriter import build_shared_object
@@ -16,7 +17,7 @@ from auditor.sources.cache import BlobCache
 from auditor.testing import LayerBuilder, build_oci_layout
 
 DEMO_TAG = "demo"
-DEMO_VERSION = 2  # bump when the content below changes
+DEMO_VERSION = 3  # bump when the content below changes
 
 OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
@@ -61,7 +62,10 @@ Version: 8.1.0.77-1+cuda11.2
 Description: cuDNN runtime libraries
 
 """
-CUDNN_FILES = [f"{LIBDIR}/libcudnn.so.8.1.0", f"{LIBDIR}/libcudnn_ops_infer.so.8.1.0"]
+CUDNN_PARTS = ("ops_infer", "ops_train", "cnn_infer", "cnn_train", "adv_infer", "adv_train")
+CUDNN_FILES = [f"{LIBDIR}/libcudnn.so.8.1.0",
+               *(f"{LIBDIR}/libcudnn_{part}.so.8.1.0" for part in CUDNN_PARTS)]
+CUDA_LIB = "usr/local/cuda-11.2/targets/x86_64-linux/lib"
 
 # TensorFlow 2.8's build_info.py has this shape (an OrderedDict since TF 2.4)
 TF_BUILD_INFO = """# Copyright 2020 The TensorFlow Authors. All Rights Reserved.
@@ -95,11 +99,24 @@ def demo_layers() -> list[LayerBuilder]:
             .symlink(f"{LIBDIR}/libcudnn.so.8", "libcudnn.so.8.1.0")
             .file(CUDNN_FILES[1], build_shared_object(
                 "libcudnn_ops_infer.so.8", functions={"cudnnGetVersion": 8100}))
-            .symlink(f"{LIBDIR}/libcudnn_ops_infer.so.8", "libcudnn_ops_infer.so.8.1.0")
             .file(f"{LIBDIR}/libnccl.so.2.7.8", build_shared_object(
                 "libnccl.so.2", stores={"ncclGetVersion": 2708},
                 strings=["NCCL version 2.7.8+cuda11.0"]))
-            .symlink(f"{LIBDIR}/libnccl.so.2", "libnccl.so.2.7.8"))
+            .symlink(f"{LIBDIR}/libnccl.so.2", "libnccl.so.2.7.8")
+            # the CUDA 11.2 toolkit's cuBLAS 11.4.1, where NVIDIA's images put it
+            .dir("usr/local").dir("usr/local/cuda-11.2").dir(CUDA_LIB)
+            .file(f"{CUDA_LIB}/libcublasLt.so.11.4.1.1043", build_shared_object(
+                "libcublasLt.so.11", functions={"cublasLtGetVersion": 110401}))
+            .symlink(f"{CUDA_LIB}/libcublasLt.so.11", "libcublasLt.so.11.4.1.1043")
+            .file(f"{CUDA_LIB}/libcublas.so.11.4.1.1043", build_shared_object(
+                "libcublas.so.11", needed=["libcublasLt.so.11"]))
+            .symlink(f"{CUDA_LIB}/libcublas.so.11", "libcublas.so.11.4.1.1043")
+            .symlink("usr/local/cuda-11.2/lib64", "targets/x86_64-linux/lib")
+            .symlink("usr/local/cuda", "cuda-11.2"))
+    for part, path in zip(CUDNN_PARTS, CUDNN_FILES[1:], strict=True):
+        if part != "ops_infer":
+            cuda.file(path, build_shared_object(f"libcudnn_{part}.so.8"))
+        cuda.symlink(path.removesuffix(".1.0"), posixpath.basename(path))
     python = (LayerBuilder()
               .dir("usr/lib/python3").dir("usr/lib/python3/dist-packages")
               .file("usr/lib/python3/dist-packages/numpy-1.24.2.dist-info/METADATA",
@@ -108,7 +125,14 @@ def demo_layers() -> list[LayerBuilder]:
               .file(f"{SITE}/tensorflow_gpu-2.8.0.dist-info/METADATA",
                     "Metadata-Version: 2.1\nName: tensorflow-gpu\nVersion: 2.8.0\n")
               .file(f"{SITE}/tensorflow_gpu-2.8.0.dist-info/INSTALLER", "pip\n")
-              .file(f"{SITE}/tensorflow/python/platform/build_info.py", TF_BUILD_INFO))
+              .file(f"{SITE}/tensorflow/python/platform/build_info.py", TF_BUILD_INFO)
+              # TF's extension module and framework library (stand-ins: the real ones need libc)
+              .file(f"{SITE}/tensorflow/python/_pywrap_tensorflow_internal.so",
+                    build_shared_object("_pywrap_tensorflow_internal.so",
+                                        needed=["libtensorflow_framework.so.2"],
+                                        runpath="$ORIGIN/:$ORIGIN/.."))
+              .file(f"{SITE}/tensorflow/libtensorflow_framework.so.2",
+                    build_shared_object("libtensorflow_framework.so.2")))
     app = (LayerBuilder()
            .dir("opt").dir("opt/app")
            .file("opt/app/train.py", TRAIN_PY)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditor.model import Finding, Framework, Library, Package, Unknown
 from auditor.rootfs.build import Want
 from auditor.rootfs.index import RootfsIndex
 from auditor.rootfs.walker import Analyzer
+
+if TYPE_CHECKING:
+    from auditor.linkage.model import LinkageStack
 
 
 class FileView:
@@ -17,19 +20,23 @@ class FileView:
     facts its analyzer found, and the image's config (Env and Labels are evidence too)."""
 
     def __init__(self, index: RootfsIndex, load: Callable[[str], bytes | None],
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None,
+                 env_overrides: dict[str, str] | None = None) -> None:
         self.index = index
         self._load = load
         self.config = config or {}
+        self.env_overrides = dict(env_overrides or {})
 
     def env(self) -> dict[str, str]:
-        """The image config's Env as a mapping (later entries win, as in a container)."""
+        """The image config's Env as a mapping (later entries win, as in a container), with
+        the user's ``--env`` settings over it."""
         inner = self.config.get("config") if isinstance(self.config.get("config"), dict) else {}
         out: dict[str, str] = {}
         for item in inner.get("Env") or []:
             if isinstance(item, str) and "=" in item:
                 key, _, value = item.partition("=")
                 out[key] = value
+        out.update(self.env_overrides)
         return out
 
     def labels(self) -> dict[str, str]:
@@ -69,6 +76,7 @@ class Inventory:
     frameworks: list[Framework] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     unknowns: list[Unknown] = field(default_factory=list)
+    linkage: LinkageStack | None = None
 
 
 @dataclass(frozen=True)

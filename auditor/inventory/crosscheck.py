@@ -4,18 +4,8 @@ library, with another version in the image. Runs last; reads only the inventory.
 from __future__ import annotations
 
 from auditor.inventory.base import Cataloger, FileView, Inventory
+from auditor.linkage.stack import BUILT_FOR, version_prefix_matches
 from auditor.model import Evidence, Finding
-
-# framework build key -> the library components that carry that version
-BUILT_FOR = {"cuda": ("cudart",), "cudnn": ("cudnn",), "nccl": ("nccl",)}
-
-
-def version_prefix_matches(built_for: str, present: str) -> bool:
-    """A build's version matches a library's if every part the build names is equal:
-    built for cuDNN "8" is satisfied by 8.1.0; built for CUDA "11.2" is not by 11.8.89."""
-    want = built_for.split("+")[0].split(".")
-    have = present.split("+")[0].split(".")
-    return len(have) >= len(want) and have[: len(want)] == want
 
 
 def run(view: FileView, inventory: Inventory) -> None:

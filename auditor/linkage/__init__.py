@@ -21,21 +21,28 @@ from auditor.linkage.resolve import resolve_linkage
 CONF_GLOBS = ("etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d/*")
 
 
-def linkage_of(view: FileView, owner: str, consumer: str, **options: Any) -> ConsumerLinkage:
+LoaderInputs = tuple["list[CacheEntry] | None", list[str], list[str]]
+_IMAGE_ENV = object()
+
+
+def linkage_of(view: FileView, owner: str, consumer: str, inputs: LoaderInputs | None = None,
+               ld_library_path: Any = _IMAGE_ENV, **options: Any) -> ConsumerLinkage:
     """``consumer``'s linkage, with the ELF facts analyzer ``owner`` found and the cache, conf
-    files (captured by ``CONF_GLOBS``) and Env of the image in ``view``; ``options`` go to
-    :func:`resolve_linkage` (``hwcaps``, ``default_dirs``...)."""
-    cache, conf_dirs, problems = loader_inputs(view)
+    files (captured by ``CONF_GLOBS``) and Env of the image in ``view`` (``inputs``: those of
+    :func:`loader_inputs`, when resolving many consumers; ``ld_library_path``: a value other
+    than the Env's, None for none); ``options`` go to :func:`resolve_linkage` (``hwcaps``,
+    ``dlopen``...)."""
+    cache, conf_dirs, problems = inputs if inputs is not None else loader_inputs(view)
 
     def elf_of(path: str) -> dict[str, Any] | None:
         return view.index.facts(path, owner)
 
-    result = resolve_linkage(consumer, elf_of, view.index, view.env().get("LD_LIBRARY_PATH"),
-                             cache, conf_dirs, **options)
+    llp = view.env().get("LD_LIBRARY_PATH") if ld_library_path is _IMAGE_ENV else ld_library_path
+    result = resolve_linkage(consumer, elf_of, view.index, llp, cache, conf_dirs, **options)
     return dataclasses.replace(result, problems=(*problems, *result.problems))
 
 
-def loader_inputs(view: FileView) -> tuple[list[CacheEntry] | None, list[str], list[str]]:
+def loader_inputs(view: FileView) -> LoaderInputs:
     """(parsed ld.so.cache or None, ld.so.conf directories, problems) of the image."""
     problems: list[str] = []
     cache: list[CacheEntry] | None = None
@@ -66,5 +73,5 @@ def loader_inputs(view: FileView) -> tuple[list[CacheEntry] | None, list[str], l
     return cache, conf_dirs, problems
 
 
-__all__ = ["CONF_GLOBS", "ConsumerLinkage", "Resolution", "linkage_of", "loader_inputs",
-           "resolve_linkage"]
+__all__ = ["CONF_GLOBS", "ConsumerLinkage", "LoaderInputs", "Resolution", "linkage_of",
+           "loader_inputs", "resolve_linkage"]

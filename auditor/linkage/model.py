@@ -55,3 +55,47 @@ class ConsumerLinkage:
             if resolution.file is not None:
                 out.setdefault(resolution.needed, resolution.file)
         return out
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One file of a library in the image, with what the inventory knows of it."""
+
+    file: str  # root-relative
+    layer: int | None
+    version: str | None = None
+    component: str | None = None  # when it is a numeric library the inventory classified
+    package: str | None = None
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A consumer's linkage, with the framework it belongs to (None: an ELF of ``--all-elf``)."""
+
+    linkage: ConsumerLinkage
+    framework: str | None
+    layer: int | None
+
+
+@dataclass(frozen=True)
+class Winner:
+    """Which copy of one library (by the name asked for) the consumers load, and which copies
+    of it in the image lose. Two winners for one name: consumers load different files."""
+
+    needed: str
+    loaded: Copy
+    hows: tuple[str, ...]
+    consumers: tuple[str, ...]
+    shadowed: tuple[Copy, ...] = ()
+
+
+@dataclass(frozen=True)
+class LinkageStack:
+    """The linkage part of the Stack: every consumer resolved, and per numeric library which
+    copy wins. ``ld_library_path``: the value resolution used, and where it came from."""
+
+    consumers: tuple[Consumer, ...]
+    winners: tuple[Winner, ...]
+    ld_library_path: str | None = None
+    env_source: str = "image"  # "image" (its config's Env) or "--env"
+    all_elf: bool = False

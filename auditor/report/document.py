@@ -13,6 +13,7 @@ from typing import Any
 
 from auditor import __version__
 from auditor.audit import AuditResult
+from auditor.linkage.model import Copy, Resolution
 from auditor.model import Evidence
 
 SCHEMA_VERSION = "1"
@@ -80,6 +81,7 @@ def build_document(result: AuditResult) -> dict[str, Any]:
              "built_for": dict(fw.built_for), "evidence": [_evidence(e) for e in fw.evidence]}
             for fw in result.inventory.frameworks
         ],
+        "linkage": _linkage(result),
         "findings": [
             {"id": f.id, "severity": f.severity, "component": f.component, "message": f.message,
              "path": f.path, "evidence": [_evidence(e) for e in f.evidence]}
@@ -104,6 +106,47 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             for u in result.inventory.unknowns
         ],
         "elapsed_seconds": round(result.seconds, 3),
+    }
+
+
+def _copy(copy: Copy) -> dict[str, Any]:
+    return {"path": copy.file, "layer": copy.layer, "version": copy.version,
+            "component": copy.component, "package": copy.package}
+
+
+def _linkage(result: AuditResult) -> dict[str, Any] | None:
+    """Per consumer, each library it needs or opens -> the file loaded, its layer and version,
+    how it was found; per numeric library, the copy that wins and the ones it shadows."""
+    stack = result.inventory.linkage
+    if stack is None:
+        return None
+    libraries = {lib.path: lib for lib in result.inventory.libraries}
+    layer_of = result.index.lookup
+
+    def resolution(r: Resolution) -> dict[str, Any]:
+        lib = libraries.get(r.file) if r.file else None
+        entry = layer_of(r.file) if r.file else None
+        out = {"needed": r.needed, "kind": r.kind, "requester": r.requester, "how": r.how,
+               "path": r.path, "file": r.file, "layer": entry.layer if entry else None,
+               "component": lib.component if lib else None,
+               "version": lib.version if lib else None}
+        if r.how == "not-found":
+            out["searched"] = list(r.searched)
+        return out
+
+    return {
+        "ld_library_path": stack.ld_library_path,
+        "env_source": stack.env_source,
+        "all_elf": stack.all_elf,
+        "numeric": [
+            {"needed": w.needed, "loaded": _copy(w.loaded), "how": list(w.hows),
+             "consumers": list(w.consumers), "shadowed": [_copy(c) for c in w.shadowed]}
+            for w in stack.winners],
+        "consumers": [
+            {"path": c.linkage.consumer, "framework": c.framework, "layer": c.layer,
+             "fatal": c.linkage.fatal, "problems": list(c.linkage.problems),
+             "resolutions": [resolution(r) for r in c.linkage.resolutions]}
+            for c in stack.consumers],
     }
 
 

@@ -42,6 +42,7 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
     console.print(summary)
     _numeric_stack(console, doc.get("numeric_stack") or [])
     _frameworks(console, doc.get("frameworks") or [])
+    _linkage(console, doc.get("linkage"))
     _findings(console, doc.get("findings") or [])
 
     layers = Table(title="Layers", title_justify="left", show_lines=False, expand=False)
@@ -105,6 +106,39 @@ def _frameworks(console: Console, frameworks: list[dict[str, Any]]) -> None:
     for fw in frameworks:
         built = ", ".join(f"{k} {v}" for k, v in sorted(fw["built_for"].items())) or "-"
         table.add_row(fw["name"], fw["version"], built, fw["path"])
+    console.print(table)
+
+
+def _linkage(console: Console, linkage: dict[str, Any] | None) -> None:
+    """One line per numeric component: the copy the consumers load, and the copies it beats."""
+    if not linkage:
+        return
+    framework_of = {c["path"]: c["framework"] or c["path"] for c in linkage["consumers"]}
+    by_component: dict[str, list[dict[str, Any]]] = {}
+    for winner in linkage["numeric"]:
+        by_component.setdefault(winner["loaded"]["component"], []).append(winner)
+    llp = linkage["ld_library_path"]
+    caption = (f"LD_LIBRARY_PATH={llp} (from {linkage['env_source']})" if llp else
+               "no LD_LIBRARY_PATH")
+    title = f"Linkage: what {len(linkage['consumers'])} consumers load"
+    table = Table(title=title, title_justify="left", title_style="bold", caption=caption)
+    for column in ("component", "version", "loaded", "found by", "by", "shadows"):
+        table.add_column(column, overflow="fold")
+    for component, winners in sorted(by_component.items()):
+        versions = sorted({w["loaded"]["version"] or "unknown" for w in winners})
+        files = sorted({w["loaded"]["path"] for w in winners}, key=lambda p: (len(p), p))
+        loaded = "/" + files[0] + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
+        hows = sorted({h for w in winners for h in w["how"]}) or ["already loaded"]
+        users = sorted({framework_of.get(c, c) for w in winners for c in w["consumers"]})
+        shadowed = {f"/{c['path']} ({c['version'] or '?'})" for w in winners
+                    for c in w["shadowed"]}
+        style = "red" if len(versions) > 1 else ""
+        table.add_row(component, Text(", ".join(versions), style=style), loaded,
+                      ", ".join(hows), ", ".join(users[:3]) + ("..." if len(users) > 3 else ""),
+                      "\n".join(sorted(shadowed)[:3]) + ("\n..." if len(shadowed) > 3 else "")
+                      or "-")
+    if not by_component:
+        table.caption = f"no numeric library loaded by a consumer; {caption}"
     console.print(table)
 
 
