@@ -62,8 +62,7 @@ def run(view: FileView, inventory: Inventory, all_elf: bool = False,
     won = winners(consumers, copy_of, lambda name: named.get(name, []))
     ctx = Context(inventory.frameworks, rules.is_host_provided, copy_of, llp)
     inventory.findings.extend(findings(consumers, won, ctx, without,
-                                       (p for p, e in view.index.entries.items()
-                                        if e.type in ("file", "hardlink"))))
+                                       ((p, f.get("soname")) for p, f in facts.items())))
     _record_problems(view, inventory, consumers, problems)
     inventory.linkage = LinkageStack(
         consumers, won, llp, "--env" if "LD_LIBRARY_PATH" in view.env_overrides else "image",

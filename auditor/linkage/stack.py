@@ -67,9 +67,10 @@ class Context:
 
 def findings(consumers: Sequence[Consumer], won: Sequence[Winner], ctx: Context,
              without_llp: Mapping[str, ConsumerLinkage] | None = None,
-             image_files: Iterable[str] = ()) -> list[Finding]:
+             image_files: Iterable[tuple[str, str | None]] = ()) -> list[Finding]:
     """Every linkage finding; ``without_llp``: each consumer resolved again with no
-    ``LD_LIBRARY_PATH`` (when the image sets one); ``image_files``: every file path."""
+    ``LD_LIBRARY_PATH`` (when the image sets one); ``image_files``: (path, SONAME or None)
+    of every ELF file."""
     out = _missing(consumers, ctx) + _fatal(consumers) + _built_for(consumers, ctx)
     out += _mixed(won)
     if without_llp:
@@ -96,7 +97,7 @@ def _missing(consumers: Sequence[Consumer], ctx: Context) -> list[Finding]:
             f"where the loader looks: it {effect}",
             tuple(Evidence("linkage", u, f"{needed} => not found") for u in sorted(set(users))
                   [:MAX_LISTED]),
-            sorted(users)[0]))
+            sorted(users)[0].lstrip("/")))
     return out
 
 
@@ -104,7 +105,7 @@ def _fatal(consumers: Sequence[Consumer]) -> list[Finding]:
     return [Finding("linkage-loader-error", "high", c.linkage.consumer,
                     f"the loader stops on {c.linkage.consumer}: {c.linkage.fatal}",
                     (Evidence("linkage", c.linkage.consumer, c.linkage.fatal or ""),),
-                    c.linkage.consumer)
+                    c.linkage.consumer.lstrip("/"))
             for c in consumers if c.linkage.fatal]
 
 
@@ -185,8 +186,10 @@ def _llp_override(consumers: Sequence[Consumer], without: Mapping[str, ConsumerL
     return out
 
 
-def _driver(files: Iterable[str], ctx: Context) -> list[Finding]:
-    baked = sorted(f for f in files if ctx.is_host_provided(f.rsplit("/", 1)[-1])
+def _driver(files: Iterable[tuple[str, str | None]], ctx: Context) -> list[Finding]:
+    baked = sorted(f for f, soname in files
+                   if (ctx.is_host_provided(f.rsplit("/", 1)[-1])
+                       or (soname and ctx.is_host_provided(soname)))
                    and "/stubs/" not in f"/{f}")
     if not baked:
         return []
