@@ -32,6 +32,7 @@ class AuditResult:
     inventory: Inventory
     facts: dict
     seconds: float
+    rootfs_seconds: float = 0.0  # resolving, reading and indexing the layers
 
 
 def audit(reference: str | ImageRef, options: AuditOptions = AuditOptions(),
@@ -47,9 +48,11 @@ def audit(reference: str | ImageRef, options: AuditOptions = AuditOptions(),
         image = open_image(source, cache, options.platform)
         wants = [want for cataloger in catalogers for want in cataloger.wants]
         index = build_rootfs(image, cache, wants, options.limits, progress)
+        rootfs_done = time.monotonic()
         facts = image.facts()
     finally:
         source.close()
     view = FileView(index, cache.read_bytes, image.config, dict(options.env))
     inventory = run_catalogers(view, catalogers)
-    return AuditResult(ref, image, index, inventory, facts, time.monotonic() - started)
+    return AuditResult(ref, image, index, inventory, facts, time.monotonic() - started,
+                       rootfs_done - started)

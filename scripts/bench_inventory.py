@@ -36,6 +36,7 @@ import tarfile
 import tempfile
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from email.parser import HeaderParser
 from pathlib import Path
@@ -302,13 +303,30 @@ def check_torch(document: dict[str, Any], version: str | None, cuda: str) -> lis
     torches = [f for f in document.get("frameworks") or [] if f["name"] == "torch"]
     if not torches:
         return ["torch not found"]
-    problems = []
+    problems = check_torch_linkage(document)
     for fw in torches:
         if fw["built_for"].get("cuda") != cuda:
             problems.append(f"torch at {fw['path']} built for {fw['built_for']}, not cuda {cuda}")
         if version is None or fw["version"].partition("+")[0] != version.partition("+")[0]:
             problems.append(f"torch {fw['version']}, its METADATA says {version}")
     return problems
+
+
+TORCH_CUDA_NEEDS = {"libcudnn.so.9": "nvidia/cudnn/lib/", "libnccl.so.2": "nvidia/nccl/lib/"}
+
+
+def check_torch_linkage(document: dict[str, Any]) -> list[str]:
+    """libtorch_cuda.so's cuDNN and NCCL (and its cuBLAS) resolve to the NVIDIA wheels' files."""
+    consumers = [c for c in (document.get("linkage") or {}).get("consumers") or []
+                 if c["path"].endswith("/torch/lib/libtorch_cuda.so")]
+    if not consumers:
+        return ["no linkage for torch/lib/libtorch_cuda.so"]
+    resolved = {r["needed"]: r["file"] or "" for r in consumers[0]["resolutions"]}
+    wants = dict(TORCH_CUDA_NEEDS)
+    wants.update({n: "nvidia/" for n in resolved if n.startswith("libcublas")})
+    return [f"libtorch_cuda.so: {needed} resolves to {resolved.get(needed)!r}, not a wheel file "
+            f"under {where}" for needed, where in wants.items()
+            if where not in (resolved.get(needed) or "")]
 
 
 def check_component(document: dict[str, Any], component: str, wheel: str,
@@ -341,7 +359,18 @@ def found(document: dict[str, Any]) -> dict[str, Any]:
         "findings": len(document.get("findings") or []),
         "unknowns": len(document.get("unknowns") or []),
         "os": (document.get("os") or {}).get("id"),
+        "linkage": linkage_figures(document),
     }
+
+
+def linkage_figures(document: dict[str, Any]) -> dict[str, Any]:
+    linkage = document.get("linkage") or {}
+    consumers = linkage.get("consumers") or []
+    return {"consumers": len(consumers),
+            "resolutions": sum(len(c["resolutions"]) for c in consumers),
+            "not_found": sum(r["how"] == "not-found" for c in consumers for r in c["resolutions"]),
+            "all_elf": linkage.get("all_elf"),
+            "seconds": (document.get("timings") or {}).get("catalogers", {}).get("linkage")}
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -351,9 +380,9 @@ def tree_bytes(folder: Path) -> int:
 
 
 def measured(name: str, reference: str, cache: Path, report: Path, facts: dict[str, Any],
-             recipe: Recipe) -> tuple[Run, list[str], dict[str, Any] | None]:
+             recipe: Recipe, extra: Sequence[str] = ()) -> tuple[Run, list[str], dict[str, Any] | None]:
     print(f"auditing ({name}) ...", file=sys.stderr)
-    run = audit_once(name, reference, cache, report)
+    run = audit_once(name, reference, cache, report, extra)
     if run.exit_code != 0:
         return run, [f"exit {run.exit_code}: {run.stderr[-2000:]}"], None
     document = json.loads(report.read_text())
@@ -392,10 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the figures to FILE")
     parser.add_argument("--profile", type=Path, default=None,
                         help="also profile one cold run with cProfile into FILE")
+    parser.add_argument("--all-elf", action="store_true",
+                        help="audit with --all-elf: the linkage of every ELF file in the image")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     recipe = QUICK if args.quick else FULL
+    extra_args = ["--all-elf"] if args.all_elf else []
 
     print(f"image {recipe.name}: building or reusing it under {cache_root()} ...", file=sys.stderr)
     folder, facts = cached_image(recipe)
@@ -411,14 +443,14 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(1, args.runs + 1):  # cold: a fresh cache each
             cache = work / f"cache-cold-{i}"
             run, problems[f"cold-{i}"], document = measured(
-                f"cold-{i}", reference, cache, work / f"report-cold-{i}.json", facts, recipe)
+                f"cold-{i}", reference, cache, work / f"report-cold-{i}.json", facts, recipe, extra_args)
             runs.append(run)
             extra["audit_cache_bytes"] = tree_bytes(cache) if cache.exists() else 0
             if i < args.runs and not args.keep:
                 shutil.rmtree(cache)
         for i in range(1, args.runs + 1):  # warm: the last cold run's cache
             run, problems[f"warm-{i}"], _ = measured(
-                f"warm-{i}", reference, cache, work / f"report-warm-{i}.json", facts, recipe)
+                f"warm-{i}", reference, cache, work / f"report-warm-{i}.json", facts, recipe, extra_args)
             runs.append(run)
         if args.profile:
             extra["profile"] = profile_cold(reference, work, args.profile)
@@ -427,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     ok = all(r.exit_code == 0 and r.report_ok for r in runs)
-    figures = {"recipe": recipe.name, "image": image_figures(folder, facts),
+    figures = {"recipe": recipe.name, "all_elf": args.all_elf, "image": image_figures(folder, facts),
                "found": found(document) if document else None,
                "runs": [run_figures(r) for r in runs],
                "cold": summary([r for r in runs if r.name.startswith("cold")]),
@@ -470,6 +502,10 @@ def print_figures(figures: dict[str, Any]) -> None:
             print(f"  {component:<10} {entry['libraries']:>3} x {', '.join(map(str, entry['versions']))}")
         for fw in f["frameworks"]:
             print(f"  framework {fw['name']} {fw['version']} built for {fw['built_for']}")
+        link = f["linkage"]
+        print(f"linkage{' (--all-elf)' if link['all_elf'] else ''}: {link['consumers']} consumers, "
+              f"{link['resolutions']} resolutions ({link['not_found']} not found) "
+              f"in {link['seconds']} s")
     if "profile" in figures:
         p = figures["profile"]
         print(f"profile (one cold run, {p['wall_seconds']:.1f} s wall): most own time")

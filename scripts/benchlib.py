@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,16 @@ runpy.run_module("auditor", run_name="__main__")
 """
 
 
-def audit_args(reference: str, cache: Path, report: Path) -> list[str]:
+def audit_args(reference: str, cache: Path, report: Path, extra: Sequence[str] = ()) -> list[str]:
     """``auditor``'s arguments for a JSON report of ``reference`` with the given cache."""
-    return ["audit", reference, "--format", "json", "-o", str(report), "--cache-dir", str(cache)]
+    return ["audit", reference, "--format", "json", "-o", str(report), "--cache-dir", str(cache),
+            *extra]
 
 
-def audit_once(name: str, reference: str, cache: Path, report: Path) -> Run:
+def audit_once(name: str, reference: str, cache: Path, report: Path,
+               extra: Sequence[str] = ()) -> Run:
     """One ``auditor audit`` in a child process, and that process's own peak RSS."""
-    command = [sys.executable, "-c", HWM_LAUNCHER, *audit_args(reference, cache, report)]
+    command = [sys.executable, "-c", HWM_LAUNCHER, *audit_args(reference, cache, report, extra)]
     started = time.monotonic()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           check=False)

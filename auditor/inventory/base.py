@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,7 @@ class Inventory:
     findings: list[Finding] = field(default_factory=list)
     unknowns: list[Unknown] = field(default_factory=list)
     linkage: LinkageStack | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # cataloger -> time it took
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,9 @@ class Cataloger:
 def run_catalogers(view: FileView, catalogers: list[Cataloger]) -> Inventory:
     inventory = Inventory()
     for cataloger in catalogers:
+        started = time.perf_counter()
         cataloger.run(view, inventory)
+        inventory.seconds[cataloger.name] = time.perf_counter() - started
     return inventory
 
 

@@ -106,6 +106,10 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             for u in result.inventory.unknowns
         ],
         "elapsed_seconds": round(result.seconds, 3),
+        "timings": {
+            "rootfs_seconds": round(result.rootfs_seconds, 3),
+            "catalogers": {name: round(t, 3) for name, t in result.inventory.seconds.items()},
+        },
     }
 
 
