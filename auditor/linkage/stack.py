@@ -88,7 +88,9 @@ def _missing(consumers: Sequence[Consumer], ctx: Context) -> list[Finding]:
     out = []
     for (needed, kind), users in sorted(missing.items()):
         framework_users = [c for c in consumers if c.framework and c.linkage.consumer in users]
-        severity = ("high" if kind == "needed" else "medium") if framework_users else "medium"
+        # a framework's module fails to import; any other ELF file (--all-elf) may be a plugin
+        # whose loader provides the library first: worth knowing, rarely a defect
+        severity = ("high" if kind == "needed" else "medium") if framework_users else "low"
         how = "needs" if kind == "needed" else "opens at run time"
         effect = "fails to load" if kind == "needed" else "fails when it is first used"
         out.append(Finding(

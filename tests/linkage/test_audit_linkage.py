@@ -207,7 +207,8 @@ def test_run_time_loads_follow_the_framework_build(tmp_path: Path) -> None:
 
 def test_all_elf_adds_every_elf_file_as_a_consumer(tmp_path: Path) -> None:
     layers = [LayerBuilder()
-              .file("usr/bin/tool", _so("tool", needed=["libtool.so.1"]), mode=0o755)
+              .file("usr/bin/tool", _so("tool", needed=["libtool.so.1", "libplugin.so.2"]),
+                    mode=0o755)
               .file(f"{X86}/libtool.so.1", _so("libtool.so.1"))
               .file("opt/weights.bin", b"\x7fELX not an ELF file" * 100)]
     plain = _audit(tmp_path, layers)
@@ -218,6 +219,8 @@ def test_all_elf_adds_every_elf_file_as_a_consumer(tmp_path: Path) -> None:
     assert set(consumers) == {"/usr/bin/tool", f"/{X86}/libtool.so.1"}
     assert consumers["/usr/bin/tool"].linkage.of("libtool.so.1").file == f"{X86}/libtool.so.1"
     assert every.inventory.linkage.all_elf and consumers["/usr/bin/tool"].framework is None
+    (missing,) = _findings(every, "linkage-missing-library")
+    assert (missing.component, missing.severity) == ("libplugin.so.2", "low")  # not a framework
 
 
 def test_cli_env_and_all_elf_options(tmp_path: Path) -> None:
