@@ -10,6 +10,7 @@
 #                    a real engine speaking the Docker API (runc: crun fails on mixed cgroups)
 #   mmdebstrap       the Debian base image fixture, built from Debian's packages
 #   gcc              ELF libraries compiled for the linkage tests
+#   musl-tools       musl-gcc, for the musl loader's linkage tests (musl itself comes as a .deb layer)
 #   zstd             zstd-compressed layers
 #   make             the test entry point (make test)
 #   rpm              rpmbuild and rpm --justdb write the real rpmdb.sqlite of the inventory tests
@@ -17,7 +18,7 @@ set -euo pipefail
 
 PACKAGES=(
     docker-registry skopeo podman runc uidmap fuse-overlayfs umoci mmdebstrap apache2-utils
-    gcc gcc-aarch64-linux-gnu zstd make rpm
+    gcc gcc-aarch64-linux-gnu musl-tools zstd make rpm
 )
 # More can be added for one run: EXTRA_SYSTEM_PACKAGES="slurm-wlm munge" scripts/setup-system.sh
 read -r -a EXTRA <<<"${EXTRA_SYSTEM_PACKAGES:-}"

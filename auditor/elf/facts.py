@@ -1,9 +1,11 @@
 """``elf_facts``: what a shared library says about itself, as JSON-able facts.
 
-Structure (class, machine, OS ABI, type), the dynamic section (SONAME, NEEDED, RPATH, RUNPATH) and
-the version evidence a caller asks for in an :class:`Interest`: getter functions decoded from
-their machine code, data symbols read from the file, version strings in read-only data. Nothing is
-executed and the file is never read whole: every read is a bounded seek and read.
+Structure (class, machine, OS ABI, type), the dynamic section (SONAME, NEEDED, RPATH, RUNPATH;
+``flags_1``, the DT_FLAGS_1 bits, when set), the program interpreter (``interp``, PT_INTERP, when
+there is one) and the version evidence a caller asks for in an :class:`Interest`: getter
+functions decoded from their machine code, data symbols read from the file, version strings in
+read-only data. Nothing is executed and the file is never read whole: every read is a bounded
+seek and read.
 
 Malformed parts are listed under ``problems`` and the rest is still read; a file that is not ELF
 at all raises :class:`ElfError` (the rootfs pass records it as the file's ``error``).
@@ -17,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from auditor.elf.constants import DECODERS, call_targets, decode_function
-from auditor.elf.dynamic import Symbol, read_dynamic, read_symbols
+from auditor.elf.dynamic import Symbol, read_dynamic, read_interp, read_symbols
 from auditor.elf.layout import ElfError, ElfLayout
 from auditor.elf.strings import search_strings
 
-SCHEMA = 1
+SCHEMA = 2  # 2: flags_1 and interp
 MAX_FUNCTION_BYTES = 4096  # of one getter's code
 UNSIZED_FUNCTION_BYTES = 64  # when st_size is 0
 CALLEE_BYTES = 64  # read at each followed call target
@@ -60,6 +62,11 @@ def elf_facts(stream: BinaryIO, size: int, interest: Interest = NOTHING) -> dict
     facts.update(soname=dynamic.soname, needed=list(dynamic.needed),
                  rpath=list(dynamic.rpath) if dynamic.rpath is not None else None,
                  runpath=list(dynamic.runpath) if dynamic.runpath is not None else None)
+    if dynamic.flags_1:
+        facts["flags_1"] = dynamic.flags_1
+    interp = read_interp(layout)
+    if interp is not None:
+        facts["interp"] = interp
     symbols = read_symbols(layout, interest.functions | interest.data)
     described = {name: _describe(layout, symbol, interest) for name, symbol in sorted(symbols.items())}
     if described:

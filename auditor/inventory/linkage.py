@@ -9,6 +9,7 @@ picks the consumers, gathers the inputs and records the answer in the Stack.
 from __future__ import annotations
 
 import posixpath
+import re
 from functools import partial
 from typing import Any
 
@@ -21,7 +22,7 @@ from auditor.linkage.stack import Context, findings, winners
 from auditor.model import Unknown
 
 NAME = "linkage"
-VERSION = 1
+VERSION = 2  # 2: ELF facts schema 2 (flags_1, interp, strict strings)
 ELF_MAGIC = b"\x7fELF"
 SHARED_GLOBS = ("*.so", "*.so.*")
 ALL_GLOBS = ("*",)
@@ -48,11 +49,13 @@ def run(view: FileView, inventory: Inventory, all_elf: bool = False,
 
     inputs = loader_inputs(view)
     llp = view.env().get("LD_LIBRARY_PATH") or None
-    consumers = tuple(Consumer(linkage_of(view, NAME, path, inputs, llp, dlopen=opens),
+    glibc = glibc_version(inventory)
+    consumers = tuple(Consumer(linkage_of(view, NAME, path, inputs, llp, dlopen=opens,
+                                          glibc_version=glibc),
                                framework, view.layer_of(path))
                       for path, framework in chosen)
     without = {c.linkage.consumer: linkage_of(view, NAME, c.linkage.consumer, inputs, None,
-                                              dlopen=opens)
+                                              dlopen=opens, glibc_version=glibc)
                for c in consumers if c.framework} if llp else None
     copy_of = _copies(view, inventory)
     named: dict[str, list[str]] = {}
@@ -67,6 +70,17 @@ def run(view: FileView, inventory: Inventory, all_elf: bool = False,
     inventory.linkage = LinkageStack(
         consumers, won, llp, "--env" if "LD_LIBRARY_PATH" in view.env_overrides else "image",
         all_elf)
+
+
+def glibc_version(inventory: Inventory) -> str | None:
+    """The image's glibc (Debian's libc6, an rpm glibc), which decides the legacy hwcaps search:
+    ``2.36-9+deb12u4`` -> ``2.36``."""
+    for package in inventory.packages:
+        if (package.type, package.name) in (("deb", "libc6"), ("rpm", "glibc")):
+            match = re.match(r"(?:\d+:)?(\d+\.\d+)", package.version)
+            if match:
+                return match.group(1)
+    return None
 
 
 def _consumers(view: FileView, inventory: Inventory, rules: LinkageRules,

@@ -13,12 +13,14 @@ import posixpath
 from typing import Any
 
 from auditor.inventory.base import FileView
+from auditor.linkage import musl
 from auditor.linkage.ldcache import CacheEntry, parse_ld_cache
 from auditor.linkage.ldconf import parse_ld_conf
 from auditor.linkage.model import ConsumerLinkage, Resolution
 from auditor.linkage.resolve import resolve_linkage
 
-CONF_GLOBS = ("etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d/*")
+CONF_GLOBS = ("etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d/*", "etc/ld.so.preload",
+              "etc/ld-musl-*.path")
 
 
 LoaderInputs = tuple["list[CacheEntry] | None", list[str], list[str]]
@@ -37,9 +39,33 @@ def linkage_of(view: FileView, owner: str, consumer: str, inputs: LoaderInputs |
     def elf_of(path: str) -> dict[str, Any] | None:
         return view.index.facts(path, owner)
 
-    llp = view.env().get("LD_LIBRARY_PATH") if ld_library_path is _IMAGE_ENV else ld_library_path
+    env = view.env()
+    llp = env.get("LD_LIBRARY_PATH") if ld_library_path is _IMAGE_ENV else ld_library_path
+    options.setdefault("ld_preload", env.get("LD_PRELOAD"))
+    options.setdefault("ld_so_preload", _text(view, "etc/ld.so.preload"))
+    if "musl_path" not in options:
+        options["musl_path"] = _musl_path(view, consumer, owner)
     result = resolve_linkage(consumer, elf_of, view.index, llp, cache, conf_dirs, **options)
     return dataclasses.replace(result, problems=(*problems, *result.problems))
+
+
+def _text(view: FileView, path: str) -> str | None:
+    data = view.read(path) if view.index.lookup(path) is not None else None
+    return data.decode("utf-8", "replace") if data is not None else None
+
+
+def _musl_path(view: FileView, consumer: str, owner: str) -> str | None:
+    """The text of musl's path file for the consumer's loader (its PT_INTERP, else the
+    image's musl loader), or None."""
+    facts = view.index.facts(consumer.lstrip("/"), owner) or {}
+    interp = facts.get("interp")
+    if not interp:
+        machine = str(facts.get("machine") or "")
+        interp = next((p for p in musl.loader_paths(machine)
+                       if view.index.lookup(p.lstrip("/")) is not None), None)
+    if not interp or not musl.is_musl_loader(str(interp)):
+        return None
+    return _text(view, musl.path_file(str(interp)).lstrip("/"))
 
 
 def loader_inputs(view: FileView) -> LoaderInputs:

@@ -7,6 +7,7 @@ count from the start of the new header). Every offset is checked; counts are bou
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 OLD_MAGIC = b"ld.so-1.7.0"
@@ -110,10 +111,29 @@ def _old_then_new(data: bytes, problems: list[str]) -> list[CacheEntry]:
     return entries
 
 
-def cache_lookup(entries: list[CacheEntry], name: str, machine: str,
-                 elfclass: int) -> list[CacheEntry]:
-    """The entries ld.so would consider for ``name``: matching key and flags, plain entries
-    before glibc-hwcaps ones (hwcaps subdirectories depend on the CPU; see the resolver)."""
+def cache_lookup(entries: list[CacheEntry], name: str, machine: str, elfclass: int,
+                 hwcaps: Sequence[str] | None = None,
+                 legacy_ok: Callable[[int], bool] | None = None) -> list[CacheEntry]:
+    """The entries ld.so would consider for ``name`` (matching key and flags), best first, as
+    ``search_cache`` in ``elf/dl-cache.c`` ranks them: glibc-hwcaps entries the CPU supports
+    (``hwcaps``: the subdirectories, best first) before the others, which keep file order.
+    Legacy hwcaps entries (``tls``, ``x86_64``, ``haswell``... subdirectories of glibc before
+    2.37) only when ``legacy_ok(hwcap)`` accepts their bits. With ``hwcaps`` unknown, the
+    glibc-hwcaps entries come last (see the resolver's notes)."""
     hits = [e for e in entries if e.key == name and e.fits(machine, elfclass)]
-    return [e for e in hits if not e.hwcap & HWCAP_EXTENSION] + \
-        [e for e in hits if e.hwcap & HWCAP_EXTENSION]
+    named = [e for e in hits if e.hwcap & HWCAP_EXTENSION]
+    others = [e for e in hits if not e.hwcap & HWCAP_EXTENSION
+              and (not e.hwcap or legacy_ok is None or legacy_ok(e.hwcap))]
+    if hwcaps is None:
+        return others + named
+    rank = {sub: i for i, sub in enumerate(hwcaps)}
+    usable = [e for e in named if _hwcaps_subdir(e.path) in rank]
+    return sorted(usable, key=lambda e: rank[_hwcaps_subdir(e.path)]) + others
+
+
+def _hwcaps_subdir(path: str) -> str | None:
+    """``glibc-hwcaps/x86-64-v3`` for ``/usr/lib/glibc-hwcaps/x86-64-v3/libz.so.1`` (ldconfig
+    names the entry's subdirectory in the cache's extension; its path says the same)."""
+    parts = path.split("/")
+    return f"glibc-hwcaps/{parts[-2]}" if len(parts) >= 3 and parts[-3] == "glibc-hwcaps" \
+        else None

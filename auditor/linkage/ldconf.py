@@ -1,16 +1,44 @@
-"""``/etc/ld.so.conf`` as ldconfig reads it: directories, ``include`` globs, comments. Pure.
+"""``/etc/ld.so.conf`` as ldconfig reads it: directories, ``include`` globs, comments; and the
+preload lists ld.so reads itself (``LD_PRELOAD``, ``/etc/ld.so.preload``). Pure.
 
-Note that ld.so itself never reads this file: its directories matter only through the cache
+Note that ld.so itself never reads ld.so.conf: its directories matter only through the cache
 ldconfig builds from them (see :mod:`auditor.linkage.ldcache`)."""
 
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Callable
 
 MAX_INCLUDE_DEPTH = 16
 MAX_FILES = 1024
 MAX_DIRS = 4096
+MAX_PRELOADS = 256
+PRELOAD_NAME_MAX = 4096  # SECURE_PATH_LIMIT (PATH_MAX): longer LD_PRELOAD elements are dropped
+
+
+def parse_ld_preload(value: str | None, *, musl: bool = False) -> list[str]:
+    """The objects ``LD_PRELOAD`` names, in order. glibc (``rtld.c`` handle_preload_list)
+    splits at spaces and colons only (a tab or newline is part of a name) and drops empty and
+    over-long elements; musl (``load_preload``) splits at any white space and colons."""
+    if not value:
+        return []
+    if musl:
+        names = re.split(r"[\s:]+", value)
+    else:
+        names = [n for n in re.split(r"[ :]", value) if len(n) < PRELOAD_NAME_MAX]
+    return [n for n in names if n][:MAX_PRELOADS]
+
+
+def parse_ld_so_preload(text: str | None) -> list[str]:
+    """The objects ``/etc/ld.so.preload`` names (glibc only; musl has no such file): ``#``
+    starts a comment to the end of the line; names are separated by white space or ``:``."""
+    if not text:
+        return []
+    names: list[str] = []
+    for line in text.split("\n"):
+        names += [n for n in re.split(r"[ \t:]+", line.split("#", 1)[0]) if n]
+    return names[:MAX_PRELOADS]
 
 
 def parse_ld_conf(path: str, read: Callable[[str], str | None],

@@ -7,7 +7,7 @@ from typing import Literal
 
 How = Literal["rpath", "ld_library_path", "runpath", "ld.so.cache", "default", "already-loaded",
               "direct", "not-found"]
-Kind = Literal["needed", "dlopen"]
+Kind = Literal["needed", "dlopen", "preload"]
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,8 @@ class Resolution:
     ``path`` is the absolute path the loader opens (as ``ld.so --list`` prints it), ``file`` the
     root-relative file it is after following symlinks inside the image; both None when not found.
     ``searched`` lists the candidate paths tried before it, in order (bounded). ``kind``:
-    a DT_NEEDED entry, or a name the requester opens with ``dlopen`` at run time."""
+    a DT_NEEDED entry, a name the requester opens with ``dlopen`` at run time, or an object
+    ``LD_PRELOAD`` or ``/etc/ld.so.preload`` names (its requester: the consumer)."""
 
     needed: str
     path: str | None

@@ -261,3 +261,18 @@ def test_shipped_rules_validate_and_templates_need_their_values() -> None:
     del broken["frameworks"]["torch"]["consumers"]
     with pytest.raises(jsonschema.ValidationError):
         parse_rules(broken)
+
+
+def test_ld_preload_and_ld_so_preload_reach_the_resolver(tmp_path: Path) -> None:
+    layers = [LayerBuilder()
+              .file("opt/pre/libpre.so.1", _so("libpre.so.1"))
+              .file("opt/pre/libetc.so.1", _so("libetc.so.1"))
+              .file("etc/ld.so.preload", "/opt/pre/libetc.so.1\n"),
+              _cudnn_wheel(3), _torch(rpath=WHEEL_RPATH, needed=("libcudnn.so.9", "libpre.so.1"))]
+    result = _audit(tmp_path, layers, env=["LD_PRELOAD=/opt/pre/libpre.so.1"])
+    consumer = next(c for c in result.inventory.linkage.consumers
+                    if c.linkage.consumer.endswith("libtorch_cuda.so"))
+    preloads = {r.needed: r.file for r in consumer.linkage.resolutions if r.kind == "preload"}
+    assert preloads == {"/opt/pre/libpre.so.1": "opt/pre/libpre.so.1",
+                        "/opt/pre/libetc.so.1": "opt/pre/libetc.so.1"}
+    assert consumer.linkage.of("libpre.so.1").how == "already-loaded"  # the preload serves it

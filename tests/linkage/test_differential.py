@@ -3,9 +3,11 @@ a container of the image.
 
 One image = the Debian bookworm fixture's layer (reused, not copied) + a small layer of
 gcc-built libraries and consumers, one directory per case under /opt/t. One container lists every
-consumer; a second one runs ``ldconfig`` first (for the ld.so.cache case). Every DT_NEEDED the
-loader printed must resolve to the same file (symlinks followed inside the image) here, and every
-"not found" must be not-found here.
+consumer (those of PRELOADS with their LD_PRELOAD or /etc/ld.so.preload); a second one runs
+``ldconfig`` first (for the ld.so.cache cases). Every DT_NEEDED the loader printed must resolve
+to the same file (symlinks followed inside the image) here, and every "not found" must be
+not-found here. The resolver is told what ``ld.so --help`` and ``--version`` say of the CPU and
+glibc (glibc-hwcaps and legacy hwcaps subdirectories, AT_PLATFORM, 2.36).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from auditor.elfwriter import build_shared_object
 from auditor.inventory.base import Cataloger, FileView
 from auditor.linkage import CONF_GLOBS, linkage_of, loader_inputs
 from auditor.linkage.ldcache import parse_ld_cache
+from auditor.linkage.ldconf import parse_ld_preload
 from auditor.linkage.model import ConsumerLinkage
 from auditor.linkage.resolve import resolve_linkage
 from auditor.testing import LayerBuilder
@@ -49,6 +52,7 @@ class Staging:
     root: Path
     layer: LayerBuilder = field(default_factory=LayerBuilder)
     consumers: list[str] = field(default_factory=list)
+    cc: str = "gcc"
 
     def __post_init__(self) -> None:
         (self.root / "stubs").mkdir(parents=True)
@@ -57,7 +61,7 @@ class Staging:
         stub = self.root / "stubs" / soname
         if not stub.exists():
             _gcc(self.root, ["-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(stub)],
-                 f"int stub_{_ident(soname)}(void) {{ return 0; }}\n")
+                 f"int stub_{_ident(soname)}(void) {{ return 0; }}\n", self.cc)
 
     def _link_args(self, needed: list[str], paths: list[str], dtags: str) -> list[str]:
         for soname in needed:
@@ -68,18 +72,19 @@ class Staging:
         return args
 
     def lib(self, path: str, soname: str, needed: list[str] = (),  # type: ignore[assignment]
-            paths: list[str] = (), dtags: str = RPATH) -> None:  # type: ignore[assignment]
+            paths: list[str] = (), dtags: str = RPATH,  # type: ignore[assignment]
+            extra: tuple[str, ...] = ()) -> None:
         out = self.root / "out.so"
         _gcc(self.root, ["-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(out),
-                         *self._link_args(list(needed), list(paths), dtags)],
-             f"int lib_{_ident(path)}(void) {{ return 1; }}\n")
+                         *self._link_args(list(needed), list(paths), dtags), *extra],
+             f"int lib_{_ident(path)}(void) {{ return 1; }}\n", self.cc)
         self.layer.file(path.lstrip("/"), out.read_bytes(), mode=0o755)
 
     def consumer(self, path: str, needed: list[str], paths: list[str] = (),  # type: ignore[assignment]
-                 dtags: str = RPATH) -> None:
+                 dtags: str = RPATH, extra: tuple[str, ...] = ()) -> None:
         out = self.root / "consumer"
-        _gcc(self.root, ["-o", str(out), *self._link_args(needed, list(paths), dtags)],
-             "int main(void) { return 0; }\n")
+        _gcc(self.root, ["-o", str(out), *self._link_args(needed, list(paths), dtags), *extra],
+             "int main(void) { return 0; }\n", self.cc)
         self.layer.file(path.lstrip("/"), out.read_bytes(), mode=0o755)
         self.consumers.append(path)
 
@@ -88,10 +93,10 @@ def _ident(text: str) -> str:
     return re.sub(r"\W", "_", text)
 
 
-def _gcc(cwd: Path, args: list[str], source: str) -> None:
+def _gcc(cwd: Path, args: list[str], source: str, cc: str = "gcc") -> None:
     src = cwd / "src.c"
     src.write_text(source)
-    subprocess.run(["gcc", str(src), *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+    subprocess.run([cc, str(src), *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
 def _cases(stage: Staging) -> None:
@@ -223,6 +228,64 @@ def _more_cases(stage: Staging, t: str) -> None:
     stage.layer.symlink("opt/t/twice/lib/libtw.so.1", "libtw.so.1.0")
     stage.layer.symlink("opt/t/twice/lib/libtw-alt.so", "libtw.so.1.0")
     stage.consumer(f"{t}/twice/consumer", ["libtw-alt.so", "libtwa.so.1"], [f"{t}/twice/lib"])
+    _loader_cases(stage, t)
+
+
+def _loader_cases(stage: Staging, t: str) -> None:
+    # 28 DF_1_NODEFLIB (ld's -z nodefaultlib): the consumer's own needs skip the default
+    # directories and the cache entries in them (libc.so.6 too); its dependency's do not
+    for name in ("libndef.so.1", "libndb.so.1"):
+        stage.lib(f"/usr/lib/x86_64-linux-gnu/{name}", name)
+    stage.lib(f"{t}/ndl/lib/libnda.so.1", "libnda.so.1", ["libndb.so.1"])
+    stage.consumer(f"{t}/ndl/consumer", ["libnda.so.1", "libndef.so.1"], [f"{t}/ndl/lib"],
+                   extra=("-Wl,-z,nodefaultlib",))
+    # 29 LD_PRELOAD: a path whose SONAME satisfies the consumer's need, a name searched as the
+    # consumer's own needs (its RPATH), a name not found (ignored); see PRELOADS
+    stage.lib(f"{t}/pre/p/libpreload.so", "libprea.so.1")
+    stage.lib(f"{t}/pre/lib/libprea.so.1", "libprea.so.1")
+    stage.lib(f"{t}/pre/lib/libprenamed.so.1", "libprenamed.so.1", ["libpredep.so.1"])
+    stage.lib(f"{t}/pre/lib/libpredep.so.1", "libpredep.so.1")
+    stage.consumer(f"{t}/pre/consumer", ["libprea.so.1"], [f"{t}/pre/lib"])
+    # 30 /etc/ld.so.preload, written when the container starts (every process loads it)
+    stage.lib(f"{t}/prefile/p/libpf-pre.so", "libpf.so.1")
+    stage.lib(f"{t}/prefile/lib/libpf.so.1", "libpf.so.1")
+    stage.consumer(f"{t}/prefile/consumer", ["libpf.so.1"], [f"{t}/prefile/lib"])
+    # 31 glibc 2.36 still searches the legacy tls/ subdirectory (before x86_64/, the plain file)
+    for sub in ("tls/", "x86_64/", ""):
+        stage.lib(f"{t}/lhw/a/{sub}liblhw.so.1", "liblhw.so.1")
+    stage.consumer(f"{t}/lhw/consumer", ["liblhw.so.1"], [f"{t}/lhw/a"], RUNPATH)
+    # 32 ... and the hwcap one (x86_64/, also AT_PLATFORM on AMD CPUs) before the plain file
+    for sub in ("x86_64/", ""):
+        stage.lib(f"{t}/lhp/b/{sub}liblhp.so.1", "liblhp.so.1")
+    stage.consumer(f"{t}/lhp/consumer", ["liblhp.so.1"], [f"{t}/lhp/b"])
+    # 33 a glibc-hwcaps subdirectory comes before the legacy ones
+    for sub in ("glibc-hwcaps/x86-64-v2/", "tls/", ""):
+        stage.lib(f"{t}/hwtls/c/{sub}libhwtls.so.1", "libhwtls.so.1")
+    stage.consumer(f"{t}/hwtls/consumer", ["libhwtls.so.1"], [f"{t}/hwtls/c"])
+    # 34 the legacy subdirectories of a default directory are searched too
+    for sub in ("tls/", ""):
+        stage.lib(f"/usr/lib/x86_64-linux-gnu/{sub}libdeftls.so.1", "libdeftls.so.1")
+    stage.consumer(f"{t}/deftls/consumer", ["libdeftls.so.1"])
+    # 35 a DT_NEEDED naming $ORIGIN is expanded, then opened as a path
+    stage.lib(f"{t}/orgneed/sub/liborgneed.so.1", "liborgneed.so.1")
+    stage.layer.file("opt/t/orgneed/consumer", build_shared_object(
+        "consumer", needed=["$ORIGIN/sub/liborgneed.so.1", "libc.so.6"]), mode=0o755)
+    stage.consumers.append(f"{t}/orgneed/consumer")
+    # 36 DF_1_NODEFLIB on a dependency: its own needs skip the default directories
+    stage.lib("/usr/lib/x86_64-linux-gnu/libndc.so.1", "libndc.so.1")
+    stage.lib(f"{t}/ndlib/lib/libndlib.so.1", "libndlib.so.1", ["libndc.so.1", "libndd.so.1"],
+              extra=("-Wl,-z,nodefaultlib",))
+    stage.lib(f"{t}/ndlib/lib/libndd.so.1", "libndd.so.1")  # through the consumer's RPATH
+    stage.consumer(f"{t}/ndlib/consumer", ["libndlib.so.1"], [f"{t}/ndlib/lib"])
+
+
+# consumer -> (LD_PRELOAD, /etc/ld.so.preload text) they are traced with
+PRELOADS = {
+    "/opt/t/pre/consumer": ("/opt/t/pre/p/libpreload.so libprenamed.so.1:libpremissing.so.1",
+                            None),
+    "/opt/t/prefile/consumer": (None, "# preloaded by every process\n"
+                                      "/opt/t/prefile/p/libpf-pre.so libpfmissing.so.1\n"),
+}
 
 
 # -- the image ----------------------------------------------------------------------------------
@@ -296,46 +359,80 @@ def built(tmp_path_factory: pytest.TempPathFactory, engine: Engine,
 
 
 def _run(engine: Engine, image: Any, script: str) -> str:
-    out = engine.client.containers.run(image.id, ["sh", "-c", script], network_mode="none",
-                                       remove=True)
-    return out.decode("utf-8", "replace")
+    """The script's standard output, read once the container has exited (``run(remove=True)``
+    can race podman's removal and return the output cut short)."""
+    container = engine.client.containers.create(image.id, ["sh", "-c", script],
+                                                network_mode="none")
+    try:
+        container.start()
+        status = container.wait(timeout=600)
+        assert status.get("StatusCode") == 0, status
+        return container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+    finally:
+        container.remove(force=True)
 
 
-def _listings(text: str) -> dict[str, dict[str, str | None]]:
-    """``== consumer`` sections of ``ld.so --list`` output: needed name -> path or None."""
-    out: dict[str, dict[str, str | None]] = {}
-    current: dict[str, str | None] = {}
+def _listings(text: str) -> dict[str, dict[str, list[str | None]]]:
+    """``== consumer`` sections of ``ld.so --list`` output: needed name -> the paths (None: not
+    found) it is listed with, in load order (a name not found once may be found later)."""
+    out: dict[str, dict[str, list[str | None]]] = {}
+    current: dict[str, list[str | None]] = {}
     for line in text.splitlines():
         if line.startswith("== "):
             current = out.setdefault(line[3:].strip(), {})
         elif m := re.match(r"\s+(\S+) => not found", line):
-            current[m.group(1)] = None
+            current.setdefault(m.group(1), []).append(None)
         elif m := re.match(r"\s+(\S+) => (\S+) \(0x", line):
-            current[m.group(1)] = m.group(2)
+            current.setdefault(m.group(1), []).append(m.group(2))
         elif (m := re.match(r"\s+(/\S+) \(0x", line)) and m.group(1) != LDSO:
-            current[m.group(1)] = m.group(1)  # a DT_NEEDED with a slash
+            current.setdefault(m.group(1), []).append(m.group(1))  # a name with a slash
+        elif m := re.match(r"ERROR: ld.so: object '(\S+)' from \S+ cannot be preloaded", line):
+            current.setdefault(m.group(1), []).append(None)
         elif m := re.search(r"error while loading shared libraries: (\S+): (.*)", line):
-            current["<fatal>"] = f"{m.group(1)}: {m.group(2)}"
+            current["<fatal>"] = [f"{m.group(1)}: {m.group(2)}"]
     return out
 
 
 def _list_script(consumers: list[str]) -> str:
     # ``--list`` stops at the first missing library; the trace variable (as ldd sets it) goes on
-    return "; ".join(f"echo '== {c}'; LD_TRACE_LOADED_OBJECTS=1 {LDSO} {c} 2>&1"
-                     for c in consumers) + "; true"
+    lines = []
+    for c in consumers:
+        env, file_text = PRELOADS.get(c, (None, None))
+        lines.append(f"echo '== {c}'")
+        if file_text is not None:
+            lines.append(f"printf '%s' '{file_text}' > /etc/ld.so.preload")
+        lines.append(f"{f'LD_PRELOAD={env!r} ' if env else ''}LD_TRACE_LOADED_OBJECTS=1 "
+                     f"{LDSO} {c} 2>&1")
+        if file_text is not None:
+            lines.append("rm -f /etc/ld.so.preload")
+    return "; ".join(lines) + "; true"
 
 
-def _compare(view: FileView, real: dict[str, str | None], ours: ConsumerLinkage) -> list[str]:
+def _ours(linkage: ConsumerLinkage, skip: set[str]) -> dict[str, list[str | None]]:
+    """Per name, the files ours maps for it in order, as the trace lists them: not what was
+    already loaded (by name, or as the same file found under another name)."""
+    seen = set(skip)
+    out: dict[str, list[str | None]] = {}
+    for r in linkage.resolutions:
+        if r.how == "already-loaded" or (r.file is not None and r.file in seen):
+            continue
+        seen.add(r.file or "")
+        # the trace names an object asked for by a path with $ORIGIN by the expanded path
+        key = r.path if r.how == "direct" and "$" in r.needed and r.path else r.needed
+        out.setdefault(key, []).append(r.file)
+    return out
+
+
+def _compare(view: FileView, real: dict[str, list[str | None]], ours: ConsumerLinkage) -> list[str]:
+    mine = _ours(ours, {view.index.resolve(LDSO) or "", ours.consumer.lstrip("/")})
     diffs = []
-    for needed, path in real.items():
-        mine = ours.of(needed)
-        want = view.index.resolve(path) if path else None
-        got = mine.file if mine else "(never asked)"
+    for needed, paths in real.items():
+        want = [view.index.resolve(p) if p else None for p in paths]
+        got = mine.get(needed)
         if got != want:
-            diffs.append(f"{ours.consumer}: {needed}: ld.so {path} ({want}), ours {got} "
-                         f"({mine.how if mine else '-'})")
-    asked = {r.needed for r in ours.resolutions if r.how != "already-loaded"}
-    diffs += [f"{ours.consumer}: {n} resolved here, not listed by ld.so" for n in asked - set(real)
+            diffs.append(f"{ours.consumer}: {needed}: ld.so {paths} ({want}), ours {got} "
+                         f"({[r.how for r in ours.resolutions if r.needed == needed]})")
+    diffs += [f"{ours.consumer}: {n} resolved here, not listed by ld.so" for n in set(mine) - set(real)
               if n != "ld-linux-x86-64.so.2"]
     return diffs
 
@@ -366,30 +463,73 @@ EXPECTED_HOW = {  # the step that decides each case's library
     "/opt/t/notelf/consumer": ("libnotelf.so.1", "not-found"),  # fatal: not ELF
     "/opt/t/hw/consumer": ("libhw.so.1", "runpath"),
     "/opt/t/twice/consumer": ("libtw.so.1", "already-loaded"),
+    "/opt/t/ndl/consumer": ("libndef.so.1", "not-found"),  # DF_1_NODEFLIB
+    "/opt/t/pre/consumer": ("libprea.so.1", "already-loaded"),  # LD_PRELOAD's SONAME
+    "/opt/t/prefile/consumer": ("libpf.so.1", "already-loaded"),  # /etc/ld.so.preload's
+    "/opt/t/lhw/consumer": ("liblhw.so.1", "runpath"),  # in tls/
+    "/opt/t/lhp/consumer": ("liblhp.so.1", "rpath"),  # in x86_64/
+    "/opt/t/hwtls/consumer": ("libhwtls.so.1", "rpath"),  # in glibc-hwcaps/x86-64-v2/
+    "/opt/t/deftls/consumer": ("libdeftls.so.1", "default"),  # in tls/
+    "/opt/t/orgneed/consumer": ("$ORIGIN/sub/liborgneed.so.1", "direct"),
+    "/opt/t/ndlib/consumer": ("libndc.so.1", "not-found"),
+}
+EXPECTED_FILE = {  # where the legacy hwcaps cases' library must come from
+    "/opt/t/lhw/consumer": ("liblhw.so.1", "opt/t/lhw/a/tls/liblhw.so.1"),
+    "/opt/t/lhp/consumer": ("liblhp.so.1", "opt/t/lhp/b/x86_64/liblhp.so.1"),
+    "/opt/t/ndl/consumer": ("libndb.so.1", "usr/lib/x86_64-linux-gnu/libndb.so.1"),
+    "/opt/t/hwtls/consumer": ("libhwtls.so.1", "opt/t/hwtls/c/glibc-hwcaps/x86-64-v2/libhwtls.so.1"),
+    "/opt/t/deftls/consumer": ("libdeftls.so.1", "usr/lib/x86_64-linux-gnu/tls/libdeftls.so.1"),
 }
 
 
-def _hwcaps(engine: Engine, image: Any) -> list[str]:
-    """The glibc-hwcaps subdirectories this CPU lets the image's ld.so search, best first."""
-    text = _run(engine, image, f"{LDSO} --help")
+@dataclass(frozen=True)
+class Cpu:
+    """What ``ld.so --help`` and ``--version`` say of this CPU and glibc, as resolve options."""
+
+    hwcaps: list[str]
+    platform: str
+    legacy: list[str]
+    glibc: str
+
+    def options(self) -> dict[str, Any]:
+        return {"hwcaps": self.hwcaps, "platform": self.platform,
+                "legacy_hwcaps": self.legacy, "glibc_version": self.glibc}
+
+
+def _cpu(engine: Engine, image: Any) -> Cpu:
+    text = _run(engine, image, f"{LDSO} --help; {LDSO} --version")
     block = text.split("Subdirectories of glibc-hwcaps directories, in priority order:", 1)[1]
-    return [f"glibc-hwcaps/{line.split()[0]}" for line in block.splitlines()
-            if "searched" in line]
+    block, legacy = block.split("Legacy HWCAP subdirectories", 1)
+    hwcaps = [f"glibc-hwcaps/{line.split()[0]}" for line in block.splitlines()
+              if "searched" in line]
+    lines = [line.split()[0] for line in legacy.splitlines()[1:] if "searched" in line
+             and "AT_PLATFORM" not in line and not line.strip().startswith("tls ")]
+    platform = re.search(r"^\s+(\S+) \(AT_PLATFORM", legacy, re.M)
+    version = re.search(r"release version (\d+\.\d+)", text)
+    assert platform and version, text
+    return Cpu(hwcaps, platform.group(1), lines[::-1], version.group(1))  # help: highest bit first
+
+
+def _preload(consumer: str) -> dict[str, str | None]:
+    """LD_PRELOAD and /etc/ld.so.preload as the caller hands them over: raw."""
+    env, file_text = PRELOADS.get(consumer, (None, None))
+    return {"ld_preload": env, "ld_so_preload": file_text}
 
 
 def test_resolution_matches_the_real_loader(built: Built, engine: Engine) -> None:
     text = _run(engine, built.image, _list_script(built.consumers))
     listings = _listings(text)
     assert set(listings) == set(built.consumers)
-    hwcaps = _hwcaps(engine, built.image)
-    assert "glibc-hwcaps/x86-64-v2" in hwcaps  # any x86-64 CPU of the last 15 years
+    cpu = _cpu(engine, built.image)
+    assert "glibc-hwcaps/x86-64-v2" in cpu.hwcaps  # any x86-64 CPU of the last 15 years
+    assert cpu.glibc == "2.36" and "x86_64" in cpu.legacy  # bookworm's loader, any x86-64 CPU
     compared = 0
     diffs: list[str] = []
     for consumer in built.consumers:
-        ours = linkage_of(built.view, OWNER, consumer, hwcaps=hwcaps)
+        ours = linkage_of(built.view, OWNER, consumer, **_preload(consumer), **cpu.options())
         compared += len(listings[consumer])
         if "<fatal>" in listings[consumer]:
-            path = listings[consumer]["<fatal>"].split(": ", 1)[0]
+            path = str(listings[consumer]["<fatal>"][0]).split(": ", 1)[0]
             if not ours.fatal or not ours.fatal.startswith(f"{path}: "):
                 diffs.append(f"{consumer}: ld.so stops with {listings[consumer]['<fatal>']!r}, "
                              f"ours {ours.fatal!r}")
@@ -403,20 +543,41 @@ def test_resolution_matches_the_real_loader(built: Built, engine: Engine) -> Non
         hows = [r.how for r in ours.resolutions if r.needed == needed]
         if how not in hows:
             diffs.append(f"{consumer}: {needed} expected by {how}, got {hows}")
+        if consumer in EXPECTED_FILE and ours.loaded().get(EXPECTED_FILE[consumer][0]) != \
+                EXPECTED_FILE[consumer][1]:
+            diffs.append(f"{consumer}: expected {EXPECTED_FILE[consumer]}, got {ours.loaded()}")
     assert not diffs, "\n".join(diffs)
     assert compared >= 2 * len(built.consumers)
+    assert len(EXPECTED_HOW) >= 32 and set(EXPECTED_HOW) == set(built.consumers)
     plain = linkage_of(built.view, OWNER, "/opt/t/hw/consumer")  # the CPU unknown: noted
     assert any("x86-64-v2 (glibc-hwcaps)" in p for p in plain.problems)
+    # the glibc version unknown: the legacy variant is noted, the plain file taken
+    plain = linkage_of(built.view, OWNER, "/opt/t/lhp/consumer", hwcaps=cpu.hwcaps)
+    assert plain.loaded()["liblhp.so.1"] == "opt/t/lhp/b/liblhp.so.1"
+    assert any("x86_64/liblhp.so.1 is loaded instead by glibc before 2.37" in p
+               for p in plain.problems)
+    # preloads as the loader takes them: the missing one tried, and ignored
+    env, _ = PRELOADS["/opt/t/pre/consumer"]
+    pre = linkage_of(built.view, OWNER, "/opt/t/pre/consumer", preload=parse_ld_preload(env),
+                     **cpu.options())
+    assert [(r.needed, r.how) for r in pre.resolutions if r.kind == "preload"] == [
+        ("/opt/t/pre/p/libpreload.so", "direct"), ("libprenamed.so.1", "rpath"),
+        ("libpremissing.so.1", "not-found")]
+    assert pre.fatal is None
 
 
 def test_ld_so_cache_after_ldconfig_matches(built: Built, engine: Engine) -> None:
-    consumer = "/opt/t/conf/consumer"
-    script = f"ldconfig && echo '== {consumer}' && LD_TRACE_LOADED_OBJECTS=1 {LDSO} {consumer} && " \
-             "echo '== cache' && base64 -w0 /etc/ld.so.cache"
+    consumer, nodeflib, deftls = ("/opt/t/conf/consumer", "/opt/t/ndl/consumer",
+                                  "/opt/t/deftls/consumer")
+    script = "ldconfig && " + " && ".join(
+        f"echo '== {c}' && LD_TRACE_LOADED_OBJECTS=1 {LDSO} {c}"
+        for c in (consumer, nodeflib, deftls)) \
+        + " && echo '== cache' && base64 -w0 /etc/ld.so.cache"
     text = _run(engine, built.image, script)
     cache_b64 = text.split("== cache", 1)[1].strip()
     entries, problems = parse_ld_cache(base64.b64decode(cache_b64))
     assert not problems and any(e.key == "libconf.so.1" for e in entries)
+    assert any(e.key == "libndef.so.1" for e in entries)
     _, conf_dirs, _ = loader_inputs(built.view)
     assert "/opt/t/conf/lib" in conf_dirs
 
@@ -424,8 +585,23 @@ def test_ld_so_cache_after_ldconfig_matches(built: Built, engine: Engine) -> Non
         return built.view.index.facts(path, OWNER)
 
     llp = built.view.env()["LD_LIBRARY_PATH"]
+    listings = _listings(text.split("== cache", 1)[0])
     ours = resolve_linkage(consumer, elf_of, built.view.index, llp, entries, conf_dirs)
-    real = _listings(text.split("== cache", 1)[0])[consumer]
-    assert real["libconf.so.1"] == "/opt/t/conf/lib/libconf.so.1"
+    assert listings[consumer]["libconf.so.1"] == ["/opt/t/conf/lib/libconf.so.1"]
     assert ours.of("libconf.so.1").how == "ld.so.cache"
-    assert not _compare(built.view, real, ours)
+    assert not _compare(built.view, listings[consumer], ours)
+    # DF_1_NODEFLIB: the cache entries in default directories are rejected, libc.so.6's too
+    ours = resolve_linkage(nodeflib, elf_of, built.view.index, llp, entries, conf_dirs)
+    assert listings[nodeflib]["libndef.so.1"] == [None]
+    assert listings[nodeflib]["libc.so.6"][0] is None
+    assert ours.of("libndef.so.1").how == "not-found"
+    assert any("DF_1_NODEFLIB rejects the ld.so.cache entry" in p for p in ours.problems)
+    assert not _compare(built.view, listings[nodeflib], ours)
+    # ldconfig 2.36 still lists the legacy tls/ copy (hwcap bit 63), first; ld.so takes it
+    tls = [e.hwcap for e in entries if e.key == "libdeftls.so.1"]
+    assert tls == [1 << 63, 0]
+    ours = resolve_linkage(deftls, elf_of, built.view.index, llp, entries, conf_dirs,
+                           glibc_version="2.36", hwcaps=[])
+    assert listings[deftls]["libdeftls.so.1"] == ["/lib/x86_64-linux-gnu/tls/libdeftls.so.1"]
+    assert ours.of("libdeftls.so.1").how == "ld.so.cache"
+    assert not _compare(built.view, listings[deftls], ours)
