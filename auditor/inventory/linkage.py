@@ -130,17 +130,15 @@ def _copies(view: FileView, inventory: Inventory) -> Any:
 
 def _record_problems(view: FileView, inventory: Inventory, consumers: tuple[Consumer, ...],
                      problems: list[str]) -> None:
-    recorded = 0
     seen: set[str] = set()
     for text in problems:
         inventory.unknowns.append(Unknown(NAME, "", None, text))
     for consumer in consumers:
         linkage: ConsumerLinkage = consumer.linkage
         for text in linkage.problems:
-            if text in seen or recorded >= MAX_PROBLEMS_RECORDED:
+            if text in seen or len(seen) >= MAX_PROBLEMS_RECORDED:
                 continue
             seen.add(text)
-            recorded += 1
             inventory.unknowns.append(Unknown(NAME, linkage.consumer, consumer.layer, text))
     if len(seen) >= MAX_PROBLEMS_RECORDED:
         inventory.unknowns.append(Unknown(NAME, "", None, "more linkage problems, not listed"))

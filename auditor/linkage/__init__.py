@@ -23,8 +23,26 @@ CONF_GLOBS = ("etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d/*", "etc/ld
               "etc/ld-musl-*.path")
 
 
-LoaderInputs = tuple["list[CacheEntry] | None", list[str], list[str]]
 _IMAGE_ENV = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderInputs:
+    """What every consumer of one image shares: the parsed ld.so.cache (None: the image has
+    none), the ld.so.conf directories, their problems, and the small loader files read so far
+    (``/etc/ld.so.preload``, musl's path files), each read from the cache once."""
+
+    cache: list[CacheEntry] | None
+    conf_dirs: list[str]
+    problems: list[str]
+    texts: dict[str, str | None] = dataclasses.field(default_factory=dict)
+
+    def text(self, view: FileView, path: str) -> str | None:
+        """A loader file's text (root-relative ``path``), or None when the image has none."""
+        if path not in self.texts:
+            data = view.read(path) if view.index.lookup(path) is not None else None
+            self.texts[path] = data.decode("utf-8", "replace") if data is not None else None
+        return self.texts[path]
 
 
 def linkage_of(view: FileView, owner: str, consumer: str, inputs: LoaderInputs | None = None,
@@ -34,7 +52,7 @@ def linkage_of(view: FileView, owner: str, consumer: str, inputs: LoaderInputs |
     :func:`loader_inputs`, when resolving many consumers; ``ld_library_path``: a value other
     than the Env's, None for none); ``options`` go to :func:`resolve_linkage` (``hwcaps``,
     ``dlopen``...)."""
-    cache, conf_dirs, problems = inputs if inputs is not None else loader_inputs(view)
+    inputs = inputs if inputs is not None else loader_inputs(view)
 
     def elf_of(path: str) -> dict[str, Any] | None:
         return view.index.facts(path, owner)
@@ -42,19 +60,15 @@ def linkage_of(view: FileView, owner: str, consumer: str, inputs: LoaderInputs |
     env = view.env()
     llp = env.get("LD_LIBRARY_PATH") if ld_library_path is _IMAGE_ENV else ld_library_path
     options.setdefault("ld_preload", env.get("LD_PRELOAD"))
-    options.setdefault("ld_so_preload", _text(view, "etc/ld.so.preload"))
+    options.setdefault("ld_so_preload", inputs.text(view, "etc/ld.so.preload"))
     if "musl_path" not in options:
-        options["musl_path"] = _musl_path(view, consumer, owner)
-    result = resolve_linkage(consumer, elf_of, view.index, llp, cache, conf_dirs, **options)
-    return dataclasses.replace(result, problems=(*problems, *result.problems))
+        options["musl_path"] = _musl_path(view, consumer, owner, inputs)
+    result = resolve_linkage(consumer, elf_of, view.index, llp, inputs.cache, inputs.conf_dirs,
+                             **options)
+    return dataclasses.replace(result, problems=(*inputs.problems, *result.problems))
 
 
-def _text(view: FileView, path: str) -> str | None:
-    data = view.read(path) if view.index.lookup(path) is not None else None
-    return data.decode("utf-8", "replace") if data is not None else None
-
-
-def _musl_path(view: FileView, consumer: str, owner: str) -> str | None:
+def _musl_path(view: FileView, consumer: str, owner: str, inputs: LoaderInputs) -> str | None:
     """The text of musl's path file for the consumer's loader (its PT_INTERP, else the
     image's musl loader), or None."""
     facts = view.index.facts(consumer.lstrip("/"), owner) or {}
@@ -65,7 +79,7 @@ def _musl_path(view: FileView, consumer: str, owner: str) -> str | None:
                        if view.index.lookup(p.lstrip("/")) is not None), None)
     if not interp or not musl.is_musl_loader(str(interp)):
         return None
-    return _text(view, musl.path_file(str(interp)).lstrip("/"))
+    return inputs.text(view, musl.path_file(str(interp)).lstrip("/"))
 
 
 def loader_inputs(view: FileView) -> LoaderInputs:
@@ -80,9 +94,10 @@ def loader_inputs(view: FileView) -> LoaderInputs:
             cache, cache_problems = parse_ld_cache(data)
             problems.extend(f"/etc/ld.so.cache: {p}" for p in cache_problems)
 
+    inputs = LoaderInputs(cache, [], problems)
+
     def read(path: str) -> str | None:
-        data = view.read(path.lstrip("/"))
-        return data.decode("utf-8", "replace") if data is not None else None
+        return inputs.text(view, path.lstrip("/"))
 
     def glob(pattern: str) -> list[str]:
         directory = view.index.resolve(posixpath.dirname(pattern))
@@ -96,7 +111,7 @@ def loader_inputs(view: FileView) -> LoaderInputs:
 
     conf_dirs, conf_problems = parse_ld_conf("/etc/ld.so.conf", read, glob)
     problems.extend(conf_problems)
-    return cache, conf_dirs, problems
+    return dataclasses.replace(inputs, conf_dirs=conf_dirs)
 
 
 __all__ = ["CONF_GLOBS", "ConsumerLinkage", "LoaderInputs", "Resolution", "linkage_of",

@@ -578,7 +578,7 @@ def test_ld_so_cache_after_ldconfig_matches(built: Built, engine: Engine) -> Non
     entries, problems = parse_ld_cache(base64.b64decode(cache_b64))
     assert not problems and any(e.key == "libconf.so.1" for e in entries)
     assert any(e.key == "libndef.so.1" for e in entries)
-    _, conf_dirs, _ = loader_inputs(built.view)
+    conf_dirs = loader_inputs(built.view).conf_dirs
     assert "/opt/t/conf/lib" in conf_dirs
 
     def elf_of(path: str) -> dict[str, Any] | None:

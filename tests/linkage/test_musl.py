@@ -5,7 +5,6 @@ package, busybox for a shell, and musl-gcc-built libraries and consumers under /
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from auditor.linkage.model import ConsumerLinkage
 from auditor.linkage.musl import RESERVED, is_musl_loader, path_file, split_path
 from auditor.testing import LayerBuilder, build_oci_layout
 from tests.engine_fixtures import Engine, oci_to_docker_archive
-from tests.linkage.test_differential import RUNPATH, Staging, _run
+from tests.linkage.test_differential import RUNPATH, Built, Staging, _run
 
 OWNER = "test-musl-elf"
 LOADER = "/lib/ld-musl-x86_64.so.1"
@@ -291,13 +290,6 @@ EXPECTED_HOW = {  # the step that decides each case's library
     f"{M}/self/consumer": ("libpthread.so.0", "already-loaded", "/lib/x86_64-linux-musl/libc.so"),
     f"{M}/pre/consumer": ("libmpnamed.so.1", "default", f"{M}/pathdir/libmpnamed.so.1"),
 }
-
-
-@dataclass
-class Built:
-    view: FileView
-    image: Any
-    consumers: list[str]
 
 
 @pytest.fixture(scope="module")

@@ -256,7 +256,8 @@ def _searches(lines: list[str]) -> dict[str, Search]:
 def _ours(built: Built, consumer: str, *, unset: bool) -> ConsumerLinkage:
     if not unset:
         return linkage_of(built.view, OWNER, consumer, **built.cpu.options())
-    cache, conf_dirs, _ = loader_inputs(built.view)
+    inputs = loader_inputs(built.view)
+    cache, conf_dirs = inputs.cache, inputs.conf_dirs
 
     def elf_of(path: str) -> dict[str, Any] | None:
         return built.view.index.facts(path, OWNER)
