@@ -101,7 +101,29 @@ def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                            "Repeatable.")(fn)
     fn = click.option("--all-elf", is_flag=True,
                       help="Resolve the linkage of every ELF file, not only the frameworks'.")(fn)
+    fn = click.option("--gpu-arch", "gpu_arch", multiple=True, metavar="sm_NN", callback=_parse_gpu_arch,
+                      help="The GPU architecture the image will run on (sm_80 for A100, sm_90 for "
+                           "H100), for rules that depend on it; repeatable, or comma-separated. "
+                           "Without it such rules state the GPU as an assumption.")(fn)
+    fn = rules_option(fn)
     return limit_options(cache_option(output_options(fn)))
+
+
+def rules_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--rules", "rule_specs", multiple=True, metavar="PATH|URL#sha256=HEX",
+                        help="An extra rule pack: a YAML file, a folder of them, or an https URL "
+                             "pinned by the pack's sha256. Repeatable.")(fn)
+
+
+def _parse_gpu_arch(_ctx: click.Context, _param: click.Parameter,
+                    values: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        for arch in filter(None, (v.strip() for v in value.split(","))):
+            if not re.fullmatch(r"sm_[0-9]+[a-z]?", arch):
+                raise click.BadParameter(f"{arch!r} is not a GPU architecture (expected sm_NN, e.g. sm_80)")
+            out.append(arch)
+    return tuple(out)
 
 
 def _parse_env(_ctx: click.Context, _param: click.Parameter,
@@ -142,7 +164,8 @@ def demo(**options: Any) -> None:
 
 def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir: str | None,
                platform: str | None, insecure: bool, engine_host: str | None,
-               env: tuple[tuple[str, str], ...], all_elf: bool,
+               env: tuple[tuple[str, str], ...], all_elf: bool, gpu_arch: tuple[str, ...],
+               rule_specs: tuple[str, ...],
                max_layer_size: str | None, max_file_size: str | None, max_ratio: float | None,
                max_entries: int | None) -> None:
     from auditor.audit import AuditOptions, audit
@@ -167,7 +190,7 @@ def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir
     options = AuditOptions(platform=parse_platform(platform) if platform else None,
                            cache_dir=cache_dir, limits=limits,
                            source=SourceOptions(insecure=insecure, engine_host=engine_host),
-                           env=env, all_elf=all_elf)
+                           env=env, all_elf=all_elf, gpu_arch=gpu_arch, rules=rule_specs)
     ref: Any = reference
     if reference is None:
         ref = build_demo_image(BlobCache(cache_dir))
@@ -245,6 +268,10 @@ def _output(path: str | None) -> Iterator[TextIO]:
             os.unlink(tmp)
         raise
 
+
+from auditor.cli_rules import rules  # noqa: E402  (the group needs the options above)
+
+main.add_command(rules)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

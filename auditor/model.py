@@ -174,13 +174,63 @@ class Framework:
     evidence: tuple[Evidence, ...] = ()
 
 
+SEVERITIES = ("info", "low", "medium", "high", "critical")  # in increasing order
+
+
 @dataclass(frozen=True)
 class Finding:
-    """Something the audit says about the image (inventory disagreements now; rules later)."""
+    """Something the audit says about the image: an inventory disagreement, a linkage problem,
+    or a rule of a pack that fired (then ``rule`` says which, and the fields after it are set)."""
 
-    id: str  # stable, e.g. "version-disagreement"
+    id: str  # stable, e.g. "version-disagreement", or the rule id
     severity: str  # info, low, medium, high, critical
     component: str
-    message: str  # one sentence
+    message: str  # one sentence: what triggered it, and the effect
     evidence: tuple[Evidence, ...] = ()
     path: str | None = None
+    rule: RuleRef | None = None
+    version: str | None = None  # the version of ``component`` that triggered it
+    fixed_in: str | None = None
+    remediation: str | None = None
+    assumptions: tuple[str, ...] = ()  # what the image cannot show and the finding rests on
+    locations: tuple[str, ...] = ()  # every file involved (``path`` is the first)
+
+
+@dataclass(frozen=True)
+class RuleRef:
+    """Which rule of which pack a finding comes from, with what a reader needs to act on it."""
+
+    pack: str  # name@version
+    title: str
+    effect: str
+    confidence: str  # verified, reported
+    references: tuple[str, ...] = ()  # URLs, the primary source first
+
+
+@dataclass(frozen=True)
+class Item:
+    """One versioned thing the rules look at: a numeric library copy, a framework, a package."""
+
+    kind: str  # component, framework, package
+    name: str  # cudnn; tensorflow; deb:libcudnn8
+    version: str | None
+    path: str | None = None
+    layer: int | None = None
+    loaded_by: tuple[str, ...] = ()  # frameworks (or consumer paths) the linkage shows loading it
+    built_for: tuple[tuple[str, str], ...] = ()  # frameworks: component -> version
+    evidence: tuple[Evidence, ...] = ()
+    title: str | None = None  # how a finding names it (cuDNN, TensorFlow)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Everything the rules evaluate, in one plain value: what is installed and loaded, the
+    environment (with where each variable came from), labels, and the GPU architectures known
+    from ``--gpu-arch`` or a probe (empty: unknown)."""
+
+    items: tuple[Item, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    env_origin: tuple[tuple[str, str], ...] = ()  # name -> "Env" (image config) or "--env"
+    labels: tuple[tuple[str, str], ...] = ()
+    gpu_arch: tuple[str, ...] = ()
+    linkage_known: bool = False  # whether a linkage pass ran (``loaded_by`` means something)

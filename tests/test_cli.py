@@ -64,9 +64,11 @@ def test_audit_without_reference_is_the_demo_and_json_validates(tmp_path: Path) 
     assert {"kind": "constant", "value": "8100"}.items() <= {
         k: v for e in cudnn["evidence"] if e["kind"] == "constant" for k, v in e.items()}.items()
     assert stack[("nccl", "libnccl.so.2.7.8")]["version"] == "2.7.8"
-    # the Env line that lies is caught
-    assert [(f["id"], f["component"]) for f in doc["findings"]] == [("version-disagreement", "nccl")]
-    assert "2.8.4" in doc["findings"][0]["message"] and "2.7.8" in doc["findings"][0]["message"]
+    # the Env line that lies is caught (the inventory's only finding; the rest are the rules')
+    (lie,) = [f for f in doc["findings"] if "rule" not in f]
+    assert (lie["id"], lie["component"]) == ("version-disagreement", "nccl")
+    assert "2.8.4" in lie["message"] and "2.7.8" in lie["message"]
+    assert "cudnn-8.1-birnn-nondeterminism" in {f["id"] for f in doc["findings"]}
     assert {fw["name"]: fw["built_for"]["cudnn"] for fw in doc["frameworks"]} == {"tensorflow": "8"}
     assert doc["config"]["Entrypoint"] == ["python3", "/opt/app/train.py"]
     assert doc["rootfs"]["entries"]["hardlink"] == 1

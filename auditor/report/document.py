@@ -14,7 +14,8 @@ from typing import Any
 from auditor import __version__
 from auditor.audit import AuditResult
 from auditor.linkage.model import Copy, Resolution
-from auditor.model import Evidence
+from auditor.model import Evidence, Finding
+from auditor.rules.evaluate import FIRED, NOT_EVALUABLE, PASSED
 
 SCHEMA_VERSION = "1"
 SCHEMA_ID = "https://auditor.invalid/schemas/report.schema.json"
@@ -82,11 +83,8 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             for fw in result.inventory.frameworks
         ],
         "linkage": _linkage(result),
-        "findings": [
-            {"id": f.id, "severity": f.severity, "component": f.component, "message": f.message,
-             "path": f.path, "evidence": [_evidence(e) for e in f.evidence]}
-            for f in result.inventory.findings
-        ],
+        "findings": [_finding(f) for f in result.findings],
+        "rules": _rules(result),
         "packages": [
             {"type": p.type, "name": p.name, "version": p.version, "purl": p.purl, "path": p.path,
              "layer": p.layer, "arch": p.arch, "source": p.source, "licenses": list(p.licenses),
@@ -151,6 +149,35 @@ def _linkage(result: AuditResult) -> dict[str, Any] | None:
              "fatal": c.linkage.fatal, "problems": list(c.linkage.problems),
              "resolutions": [resolution(r) for r in c.linkage.resolutions]}
             for c in stack.consumers],
+    }
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": f.id, "severity": f.severity, "component": f.component,
+                           "message": f.message, "path": f.path,
+                           "evidence": [_evidence(e) for e in f.evidence]}
+    if f.rule is not None:
+        out.update({
+            "rule": {"pack": f.rule.pack, "title": f.rule.title, "effect": f.rule.effect,
+                     "confidence": f.rule.confidence, "references": list(f.rule.references)},
+            "version": f.version, "fixed_in": f.fixed_in, "remediation": f.remediation,
+            "assumptions": list(f.assumptions), "locations": list(f.locations)})
+    return out
+
+
+def _rules(result: AuditResult) -> dict[str, Any]:
+    evaluation = result.evaluation
+    packs = evaluation.packs if evaluation else ()
+    results = evaluation.results if evaluation else ()
+    return {
+        "packs": [{"name": p.name, "version": p.version, "date": p.date, "source": p.source,
+                   "sha256": p.sha256, "rules": len(p.rules)} for p in packs],
+        "evaluated": len(results),
+        "fired": [r.rule.id for r in results if r.status == FIRED],
+        "passed": [r.rule.id for r in results if r.status == PASSED],
+        "not_evaluable": [{"rule": r.rule.id, "reasons": list(r.reasons)}
+                          for r in results if r.status == NOT_EVALUABLE],
+        "gpu_arch": list(evaluation.gpu_arch) if evaluation else [],
     }
 
 

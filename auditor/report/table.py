@@ -8,6 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from auditor.model import SEVERITIES
 from auditor.rootfs.decompress import format_size
 
 
@@ -44,6 +45,7 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
     _frameworks(console, doc.get("frameworks") or [])
     _linkage(console, doc.get("linkage"))
     _findings(console, doc.get("findings") or [])
+    _rules(console, doc.get("rules"))
 
     layers = Table(title="Layers", title_justify="left", show_lines=False, expand=False)
     for column, kw in (("#", {"justify": "right"}), ("digest", {}), ("size", {"justify": "right"}),
@@ -148,10 +150,30 @@ def _findings(console: Console, findings: list[dict[str, Any]]) -> None:
     table = Table(title=f"Findings ({len(findings)})", title_justify="left", title_style="bold")
     for column in ("severity", "id", "component", "finding"):
         table.add_column(column, overflow="fold")
-    for f in findings:
+    order = {name: i for i, name in enumerate(reversed(SEVERITIES))}
+    for f in sorted(findings, key=lambda f: order.get(f["severity"], len(order))):
+        text = Text(f["message"])
+        if f.get("remediation"):
+            text.append("\nfix: ", style="bold").append(f["remediation"])
+        if f.get("rule") and f["rule"]["references"]:
+            text.append("\nsource: ", style="bold").append(f["rule"]["references"][0], style="dim")
         table.add_row(Text(f["severity"], style=SEVERITY_STYLE.get(f["severity"], "")), f["id"],
-                      f["component"], f["message"])
+                      f["component"], text)
     console.print(table)
+
+
+def _rules(console: Console, rules: dict[str, Any] | None) -> None:
+    if not rules:
+        return
+    packs = ", ".join(f"{p['name']}@{p['version']}" for p in rules["packs"]) or "none"
+    line = Text.assemble(("Rules ", "bold"), f"{rules['evaluated']} evaluated from {packs}: "
+                         f"{len(rules['fired'])} fired")
+    if rules["not_evaluable"]:
+        line.append(f", {len(rules['not_evaluable'])} not evaluable "
+                    f"({', '.join(r['rule'] for r in rules['not_evaluable'])})", style="yellow")
+    if rules["gpu_arch"]:
+        line.append(f"; GPU {', '.join(rules['gpu_arch'])}")
+    console.print(line)
 
 
 def _packages(console: Console, packages: list[dict[str, Any]]) -> None:
