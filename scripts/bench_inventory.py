@@ -35,21 +35,20 @@ import sys
 import tarfile
 import tempfile
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
-from benchlib import GiB, MiB, Run, audit_args, audit_once, machine, run_figures, summary
+from benchlib import GiB, Run, audit_args, audit_once, machine, run_figures, summary
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the fixtures package, beside the scripts folder
     sys.path.insert(0, str(REPO))
 
 from auditor.testing import EPOCH, LayerBuilder, build_oci_layout_from_tars  # noqa: E402
-from fixtures.debian import PATH_ENV, debian_python_layout, fixture_cache_dir, locked  # noqa: E402
+from fixtures.debian import PATH_ENV, debian_base_tar, fixture_cache_dir, locked  # noqa: E402
 from fixtures.debian import recipe_key as debian_recipe_key  # noqa: E402
 
 TAG = "bench"
@@ -229,34 +228,10 @@ def write_base_layer(base: str, out: Path) -> dict[str, Any]:
         out.write_bytes(layer.tar_bytes())
         created_by = "an os-release file"
     else:
-        layout, tag = debian_python_layout()
-        blob = debian_layer_blob(layout, tag)
-        gunzip(blob, out)
+        blob = debian_base_tar(out)
         created_by = f"debian bookworm minbase + python3 (fixtures/debian.py, {blob.name[:12]})"
     files, file_bytes = count_files(out)
     return {"files": files, "file_bytes": file_bytes, "created_by": created_by}
-
-
-def debian_layer_blob(layout: Path, tag: str) -> Path:
-    index = json.loads((layout / "index.json").read_text())
-    entry = next(m for m in index["manifests"]
-                 if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == tag)
-    manifest = json.loads(blob_path(layout, entry["digest"]).read_text())
-    (layer,) = manifest["layers"]  # the fixture is one layer
-    return blob_path(layout, layer["digest"])
-
-
-def blob_path(layout: Path, digest: str) -> Path:
-    algorithm, _, hex_digest = digest.partition(":")
-    return layout / "blobs" / algorithm / hex_digest
-
-
-def gunzip(source: Path, out: Path) -> None:
-    inflate = zlib.decompressobj(wbits=47)  # gzip or zlib header
-    with open(source, "rb") as src, open(out, "wb") as dst:
-        while chunk := src.read(MiB):
-            dst.write(inflate.decompress(chunk))
-        dst.write(inflate.flush())
 
 
 def count_files(tar_path: Path) -> tuple[int, int]:

@@ -104,6 +104,8 @@ def _package_key(name: str) -> str:
 def match_versions(items: Iterable[Item], ranges: Any | None) -> tuple[list[Item], list[str]]:
     """(items whose version is in ``ranges``, reasons some could not be decided)."""
     matched, unknown = [], []
+    if ranges is not None and all(r.text == "*" for r in ranges.ranges):
+        ranges = None  # any version, even one the image does not show
     for item in items:
         if ranges is None:
             matched.append(item)

@@ -115,6 +115,16 @@ def test_unknown_or_unparsable_version_is_not_evaluable_never_a_pass(version: st
     assert "lib/libcudnn.so" in result.reasons[0]
 
 
+def test_any_version_matches_a_copy_whose_version_is_unknown() -> None:
+    (rule,) = pack_of(rule_yaml(affected="""\
+        - component: openblas
+          versions: "*"
+        """)).rules
+    unknown = Item("component", "openblas", None, "lib/libopenblas.so.0")
+    (finding,) = evaluate_rule(rule, Stack(items=(unknown,))).findings
+    assert finding.path == "lib/libopenblas.so.0"
+
+
 def test_a_decided_copy_wins_over_an_undecided_one() -> None:
     (rule,) = pack_of(SEED).rules
     stack = Stack(items=(Item("component", "cudnn", None, "a/libcudnn.so"),
