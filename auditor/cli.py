@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 from rich.console import Console
 
 from auditor import __version__
-from auditor.errors import AuditorError, InputError
+from auditor.errors import EXIT_FINDINGS, AuditorError, InputError
+from auditor.report.outputs import open_output
 
 FORMATS = ("table", "json")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -69,6 +67,29 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def report_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the report goes and the CI gate: the same on every command that reports."""
+    from auditor.gate import FAIL_ON
+    from auditor.report.formats import AUDIT_FORMATS
+
+    fn = click.option("-o", "--output", "outputs", multiple=True, metavar="[FORMAT=]FILE",
+                      help="Write a report to FILE (atomically): FORMAT=FILE for that format "
+                           f"({', '.join(AUDIT_FORMATS)}), plain FILE for --format. Repeatable; "
+                           "with only FORMAT=FILE outputs, --format still goes to stdout.")(fn)
+    fn = click.option("--format", "fmt", type=click.Choice(AUDIT_FORMATS), default="table",
+                      show_default=True, help="Report format for stdout (or a plain -o FILE).")(fn)
+    fn = click.option("--fail-on", type=click.Choice(FAIL_ON), default="none", show_default=True,
+                      help="Exit 1 when a finding at or above this severity remains after "
+                           "--ignore-file.")(fn)
+    fn = click.option("--ignore-file", type=click.Path(dir_okay=False), default=None,
+                      help="YAML of reviewed, expiring exceptions (rule, component, version, "
+                           "reason, expires); an expired entry no longer suppresses and is reported.")(fn)
+    fn = click.option("--dockerfile", type=click.Path(dir_okay=False), default=None,
+                      help="The Dockerfile the image was built from: SARIF results point at the "
+                           "ENV/FROM line behind a finding.")(fn)
+    return fn
+
+
 def cache_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--cache-dir", type=click.Path(file_okay=False), envvar="AUDITOR_CACHE_DIR",
                         help="Blob cache directory [default: $XDG_CACHE_HOME/auditor].")(fn)
@@ -106,7 +127,7 @@ def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                            "H100), for rules that depend on it; repeatable, or comma-separated. "
                            "Without it such rules state the GPU as an assumption.")(fn)
     fn = rules_option(fn)
-    return limit_options(cache_option(output_options(fn)))
+    return limit_options(cache_option(report_options(fn)))
 
 
 def rules_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -162,7 +183,8 @@ def demo(**options: Any) -> None:
     _run_audit(None, **options)
 
 
-def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir: str | None,
+def _run_audit(reference: str | None, *, fmt: str, outputs: tuple[str, ...], fail_on: str,
+               ignore_file: str | None, dockerfile: str | None, cache_dir: str | None,
                platform: str | None, insecure: bool, engine_host: str | None,
                env: tuple[tuple[str, str], ...], all_elf: bool, gpu_arch: tuple[str, ...],
                rule_specs: tuple[str, ...],
@@ -172,11 +194,13 @@ def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir
     from auditor.demo import build_demo_image
     from auditor.model import parse_platform
     from auditor.progress import RichLayerProgress
-    from auditor.report.document import build_document, render_json
-    from auditor.report.table import render_table
+    from auditor.report.document import build_document
+    from auditor.report.formats import AUDIT_FORMATS
     from auditor.rootfs.decompress import Limits
     from auditor.sources import BlobCache, SourceOptions
 
+    targets = prepare_outputs(fmt, outputs, AUDIT_FORMATS)
+    gate_inputs = prepare_gate(ignore_file, dockerfile)
     overrides: dict[str, Any] = {}
     if max_layer_size:
         overrides["max_layer_bytes"] = parse_size(max_layer_size)
@@ -196,15 +220,60 @@ def _run_audit(reference: str | None, *, fmt: str, output: str | None, cache_dir
         ref = build_demo_image(BlobCache(cache_dir))
     with RichLayerProgress(_err_console()) as progress:
         result = audit(ref, options, progress)
-    document = build_document(result)
-    with _output(output) as out:
-        if fmt == "json":
-            out.write(render_json(document))
-        else:
-            interactive = output is None and sys.stdout.isatty()
-            console = Console(file=out, width=None if interactive else 132,
-                              force_terminal=None if output is None else False)
-            render_table(document, console)
+    report("audit", build_document(result), targets, fail_on, gate_inputs)
+
+
+def prepare_outputs(fmt: str, outputs: tuple[str, ...], formats: tuple[str, ...]) -> list[Any]:
+    """The -o targets, checked before any work (bad names, same file twice, unwritable)."""
+    from auditor.report.outputs import check_writable, parse_outputs
+
+    targets = parse_outputs(fmt, outputs, formats)
+    check_writable(targets)
+    return targets
+
+
+def prepare_gate(ignore_file: str | None, dockerfile: str | None) -> dict[str, Any]:
+    """The ignore entries and the Dockerfile's text, read (and checked) before any work."""
+    from auditor.gate import load_ignore_file
+    from auditor.rules.fetch import read_source
+
+    text = None
+    if dockerfile:
+        try:
+            text = read_source(dockerfile, 4 * 1024 * 1024).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{dockerfile}: not UTF-8 text") from None
+    return {"ignores": load_ignore_file(ignore_file) if ignore_file else [],
+            "dockerfile": dockerfile, "dockerfile_text": text}
+
+
+def report(kind: str, document: dict[str, Any], targets: list[Any], fail_on: str,
+           gate_inputs: dict[str, Any]) -> None:
+    """Apply the ignore file and the gate, render every target, write them, and exit 1 when
+    the gate fails (after everything is written)."""
+    import datetime
+    import shutil
+
+    from auditor.gate import apply_gate
+    from auditor.report.formats import RenderContext, render
+    from auditor.report.outputs import write_text
+
+    if kind == "audit":
+        document = apply_gate(document, gate_inputs["ignores"], fail_on, datetime.date.today())
+    texts = []
+    for target in targets:
+        terminal = target.path is None and sys.stdout.isatty()
+        context = RenderContext(terminal=terminal,
+                                width=shutil.get_terminal_size().columns if terminal else 132,
+                                dockerfile=gate_inputs.get("dockerfile"),
+                                dockerfile_text=gate_inputs.get("dockerfile_text"))
+        texts.append((target.path, render(kind, target.format, document, context)))
+    for path, text in texts:
+        write_text(path, text)
+    gate = document.get("gate") or {}
+    if gate.get("failed"):
+        click.echo(f"auditor: gate: {gate['failing']} findings at or above {gate['fail_on']}", err=True)
+        sys.exit(EXIT_FINDINGS)
 
 
 @main.group()
@@ -249,24 +318,7 @@ def cache_prune(cache_dir: str | None, everything: bool, older_than: float | Non
     click.echo(f"removed {removed} cache entries")
 
 
-@contextlib.contextmanager
-def _output(path: str | None) -> Iterator[TextIO]:
-    """stdout, or a file written only when the whole report is ready (temp file + rename)."""
-    if path is None:
-        yield sys.stdout
-        return
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise InputError(f"cannot write {path}: directory {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+_output = open_output  # one atomic writer for every command
 
 
 from auditor.cli_rules import rules  # noqa: E402  (the group needs the options above)

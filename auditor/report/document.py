@@ -177,6 +177,9 @@ def _rules(result: AuditResult) -> dict[str, Any]:
         "passed": [r.rule.id for r in results if r.status == PASSED],
         "not_evaluable": [{"rule": r.rule.id, "reasons": list(r.reasons)}
                           for r in results if r.status == NOT_EVALUABLE],
+        "results": [{"rule": r.rule.id, "pack": r.rule.pack, "title": r.rule.title,
+                     "severity": r.rule.severity, "status": r.status,
+                     "findings": len(r.findings), "reasons": list(r.reasons)} for r in results],
         "gpu_arch": list(evaluation.gpu_arch) if evaluation else [],
     }
 
@@ -192,3 +195,8 @@ def report_schema() -> dict[str, Any]:
 
 def render_json(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=False) + "\n"
+
+
+def render_document(document: dict[str, Any], _context: Any = None) -> str:
+    """The ``json`` format: the document as it is."""
+    return render_json(document)

@@ -16,6 +16,18 @@ def short(digest: str | None, n: int = 12) -> str:
     return digest.split(":", 1)[1][:n] if digest else "-"
 
 
+def render_table_text(doc: dict[str, Any], context: Any) -> str:
+    """The ``table`` format as text: rich markup for a terminal, plain at a fixed width otherwise."""
+    import io
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=None if context.terminal else (context.width or 132),
+                      force_terminal=context.terminal, color_system="auto" if context.terminal else None,
+                      highlight=False)
+    render_table(doc, console)
+    return buffer.getvalue()
+
+
 def render_table(doc: dict[str, Any], console: Console) -> None:
     image = doc["image"]
     summary = Table.grid(padding=(0, 2))
