@@ -276,6 +276,33 @@ def report(kind: str, document: dict[str, Any], targets: list[Any], fail_on: str
         sys.exit(EXIT_FINDINGS)
 
 
+@main.command("dockerfile")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--fail-on", type=click.Choice(("critical", "high", "medium", "low", "none")),
+              default="low", show_default=True, help="Exit 1 when a finding at or above this remains.")
+@handle_errors
+def dockerfile(paths: tuple[str, ...], fail_on: str) -> None:
+    """Check Dockerfiles without building them (the pre-commit hook): a FROM without a digest,
+    CUDA/cuDNN/NCCL/framework packages installed without an exact version. One line per finding,
+    FILE:LINE: severity id: message."""
+    from auditor.dockerfile import check_dockerfile
+    from auditor.model import SEVERITIES
+    from auditor.rules.fetch import read_source
+
+    failing = 0
+    for path in paths:
+        try:
+            text = read_source(path, 4 * 1024 * 1024).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text") from None
+        for finding in check_dockerfile(text, path):
+            click.echo(f"{finding.path}: {finding.severity} {finding.id}: {finding.message}")
+            if fail_on != "none" and SEVERITIES.index(finding.severity) >= SEVERITIES.index(fail_on):
+                failing += 1
+    if failing:
+        sys.exit(EXIT_FINDINGS)
+
+
 @main.group()
 def cache() -> None:
     """Inspect or prune the blob cache."""
