@@ -1,12 +1,22 @@
-"""Dockerfiles, read (never built): instructions with their line numbers, and the checks of
-`auditor dockerfile` (the pre-commit hook): a base image without a digest, and numeric packages
-installed without an exact version, drift silently between two builds of the same file."""
+"""Dockerfiles, read (never built or run).
+
+- ``parse_dockerfile``: where the final stage sets things: the line of each ``ENV`` variable, of
+  each ``FROM``, and of each word of the ``RUN`` instructions (to find the line that installed a
+  package); SARIF locations use it. Only the final stage counts, with what it inherits from an
+  earlier stage it is built ``FROM`` (``FROM base AS x`` ... ``FROM x``). Handles line
+  continuations (the escape character, ``\\`` or the one a ``# escape=`` directive names), comment
+  lines inside continuations, ``ENV A=1 B=2`` and ``ENV A 1``, quotes, and here-documents after
+  ``RUN``. Line numbers are 1-based and point at the physical line where the word is.
+- ``check_dockerfile``: the checks of `auditor dockerfile` (the pre-commit hook): a base image
+  without a digest, and numeric packages installed without an exact version, drift silently
+  between two builds of the same file.
+"""
 
 from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from auditor.model import Finding
 
@@ -19,6 +29,222 @@ NUMERIC_APT = re.compile(r"^(libcudnn\d*(-dev)?|libnccl\d*(-dev)?|libcublas[a-z-
                          r"libdnnl\d*)$")
 
 
+_DIRECTIVE = re.compile(r"#\s*([A-Za-z]+)\s*=\s*(\S*)\s*$")
+_HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
+_NAME_END = re.compile(r"[=<>!~@\[:;,(]")
+_PACKAGE_WORD = re.compile(r"^[a-z0-9][a-z0-9+._-]*$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    line: int  # the FROM line
+    base: str  # the image (or stage) it starts from
+    name: str | None
+    env: dict[str, int] = field(default_factory=dict)  # variable -> line that set it in this stage
+    words: dict[str, int] = field(default_factory=dict)  # package-like RUN word -> last line
+
+
+@dataclass(frozen=True)
+class DockerfileMap:
+    """What the final stage of a Dockerfile sets, and where."""
+
+    env: dict[str, int]  # variable -> the line that last set it (inherited stages included)
+    from_lines: tuple[int, ...]  # every FROM, in order
+    words: dict[str, int]  # normalised package-like word of a RUN -> the last line it is on
+    stages: tuple[Stage, ...] = ()
+
+    @property
+    def final_from(self) -> int | None:
+        """The FROM line of the last stage (the image's base)."""
+        return self.from_lines[-1] if self.from_lines else None
+
+    def package_line(self, name: str) -> int | None:
+        """The line of the last RUN that names the package (``apt-get install libcudnn8=...``)."""
+        return self.words.get(normalise_package(name))
+
+
+def normalise_package(name: str) -> str:
+    """A package name compared loosely: lower case, ``_`` and ``.`` as ``-`` (PEP 503-like)."""
+    return re.sub(r"[-_.]+", "-", name.strip().lower())
+
+
+def parse_dockerfile(text: str) -> DockerfileMap:
+    """The lines of ``text`` (a Dockerfile) that set each variable and start each stage."""
+    stages: list[Stage] = []
+    for keyword, chars, lines in _instructions(text):
+        if keyword == "FROM":
+            base, name = _from_words([w for w, _ in _words(chars, lines)])
+            stages.append(Stage(line=lines[0] if lines else 1, base=base, name=name))
+        elif not stages:
+            continue  # ARG before the first FROM, or a broken file
+        elif keyword == "ENV":
+            stages[-1].env.update(_env_lines(chars, lines))
+        elif keyword == "RUN":
+            for word, line in _words(chars, lines, split_shell=True):
+                for part in word.split("/")[-1:]:  # a path to a .deb or wheel: its file name
+                    candidate = normalise_package(_NAME_END.split(part, 1)[0])
+                    if _PACKAGE_WORD.match(candidate):
+                        stages[-1].words[candidate] = line
+    if not stages:
+        return DockerfileMap(env={}, from_lines=(), words={})
+    chain = _chain(stages)
+    env: dict[str, int] = {}
+    words: dict[str, int] = {}
+    for stage in chain:
+        env.update(stage.env)
+        words.update(stage.words)
+    return DockerfileMap(env=env, from_lines=tuple(s.line for s in stages), words=words,
+                         stages=tuple(stages))
+
+
+def _chain(stages: list[Stage]) -> list[Stage]:
+    """The final stage and the earlier stages it is built on, the oldest first."""
+    chain = [stages[-1]]
+    earlier = stages[:-1]
+    while True:
+        base = chain[0].base.lower()
+        parents = [s for s in earlier if s.name is not None and s.name.lower() == base]
+        if not parents:
+            return chain
+        parent = parents[-1]
+        earlier = earlier[:earlier.index(parent)]
+        chain.insert(0, parent)
+
+
+def _from_words(words: list[str]) -> tuple[str, str | None]:
+    plain = [w for w in words if not w.startswith("--")]
+    base = plain[0] if plain else ""
+    name = plain[2] if len(plain) >= 3 and plain[1].lower() == "as" else None
+    return base, name
+
+
+def _env_lines(chars: str, lines: list[int]) -> dict[str, int]:
+    words = _words(chars, lines)
+    if not words:
+        return {}
+    first, line = words[0]
+    if "=" not in first:  # ENV NAME value with spaces
+        return {first: line}
+    out: dict[str, int] = {}
+    for word, line in words:
+        name, eq, _ = word.partition("=")
+        if eq and name:
+            out[name] = line
+    return out
+
+
+def _words(chars: str, lines: list[int], split_shell: bool = False) -> list[tuple[str, int]]:
+    """Whitespace-separated words (quotes kept together, quote characters dropped), each with the
+    line it starts on; with ``split_shell``, also split at ``;``, ``&``, ``|`` and parentheses."""
+    out: list[tuple[str, int]] = []
+    word: list[str] = []
+    start = 0
+    quote = ""
+    i = 0
+    breakers = ";&|()" if split_shell else ""
+    while i < len(chars):
+        c = chars[i]
+        if quote:
+            if c == quote:
+                quote = ""
+            elif c == "\\" and quote == '"' and i + 1 < len(chars):
+                i += 1
+                word.append(chars[i])
+            else:
+                word.append(c)
+        elif c == "\\" and i + 1 < len(chars):  # an escaped character, e.g. a space
+            if not word:
+                start = i
+            i += 1
+            word.append(chars[i])
+        elif c in "\"'":
+            if not word:
+                start = i
+            quote = c
+            word.append("")
+        elif c.isspace() or c in breakers:
+            if word:
+                out.append(("".join(word), lines[start]))
+                word = []
+        else:
+            if not word:
+                start = i
+            word.append(c)
+        i += 1
+    if word:
+        out.append(("".join(word), lines[start]))
+    return [(w, line) for w, line in out if w]
+
+
+def _instructions(text: str) -> list[tuple[str, str, list[int]]]:
+    """Each instruction: its keyword (upper case), its arguments as one string, and for each
+    character of that string the physical line it comes from."""
+    physical = text.splitlines()
+    escape = "\\"
+    i = 0
+    while i < len(physical):  # parser directives: only at the very top
+        match = _DIRECTIVE.match(physical[i].strip())
+        if not match:
+            break
+        if match.group(1).lower() == "escape" and match.group(2) in ("\\", "`"):
+            escape = match.group(2)
+        i += 1
+    out: list[tuple[str, str, list[int]]] = []
+    while i < len(physical):
+        raw = physical[i]
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            i += 1
+            continue
+        chars: list[str] = []
+        lines: list[int] = []
+        while True:
+            body = raw.rstrip()
+            more = body.endswith(escape)
+            if more:
+                body = body[:-1]
+            if chars:
+                chars.append(" ")
+                lines.append(i + 1)
+            chars.extend(body)
+            lines.extend([i + 1] * len(body))
+            i += 1
+            if not more:
+                break
+            while i < len(physical) and (not physical[i].strip()
+                                         or physical[i].lstrip().startswith("#")):
+                i += 1  # comment and empty lines inside a continuation are dropped
+            if i >= len(physical):
+                break
+            raw = physical[i]
+        joined = "".join(chars)
+        lead = len(joined) - len(joined.lstrip())
+        keyword, _, _ = joined.lstrip().partition(" ")
+        keyword = keyword.split("\t", 1)[0]
+        args_at = lead + len(keyword)
+        args, arg_lines = joined[args_at:], lines[args_at:]
+        if keyword.upper() == "RUN":
+            i, args, arg_lines = _heredocs(physical, i, args, arg_lines)
+        out.append((keyword.upper(), args, arg_lines))
+    return out
+
+
+def _heredocs(physical: list[str], i: int, args: str,
+              arg_lines: list[int]) -> tuple[int, str, list[int]]:
+    """Append the bodies of ``<<EOF`` here-documents that follow a RUN line to its arguments."""
+    chars, lines = list(args), list(arg_lines)
+    for match in _HEREDOC.finditer(args):
+        dash, word = match.group(1), match.group(3)
+        while i < len(physical):
+            line = physical[i]
+            i += 1
+            if (line.lstrip("\t") if dash else line) == word:
+                break
+            chars.extend("\n" + line)
+            lines.extend([i] * (len(line) + 1))
+    return i, "".join(chars), lines
+
+
 @dataclass(frozen=True)
 class Instruction:
     line: int  # 1-based line of its first physical line
@@ -26,69 +252,17 @@ class Instruction:
     args: str  # continuation lines joined
 
 
-def parse_dockerfile(text: str) -> list[Instruction]:
-    """Logical instructions: comments and blank lines dropped, `\\` continuations joined (the
-    default escape character; a `# escape=` directive is honoured)."""
-    escape = "\\"
-    directive = re.match(r"\s*#\s*escape\s*=\s*(\S)", text)
-    if directive:
-        escape = directive.group(1)
-    out: list[Instruction] = []
-    parts: list[str] = []
-    start = 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
-        if not parts and (not stripped or stripped.startswith("#")):
-            continue
-        if parts and stripped.startswith("#"):  # comments inside a continuation are skipped
-            continue
-        if not parts:
-            start = number
-        if stripped.endswith(escape):
-            parts.append(stripped[:-1])
-            continue
-        parts.append(stripped)
-        logical = " ".join(p.strip() for p in parts if p.strip())
-        parts = []
-        keyword, _, args = logical.partition(" ")
-        out.append(Instruction(start, keyword.upper(), args.strip()))
-    if parts:
-        logical = " ".join(p.strip() for p in parts if p.strip())
-        keyword, _, args = logical.partition(" ")
-        out.append(Instruction(start, keyword.upper(), args.strip()))
-    return out
-
-
-def env_lines(instructions: list[Instruction]) -> dict[str, int]:
-    """ENV name -> the line of the last ENV (or ARG default) that set it."""
-    out: dict[str, int] = {}
-    for ins in instructions:
-        if ins.keyword != "ENV":
-            continue
-        try:
-            words = shlex.split(ins.args)
-        except ValueError:
-            words = ins.args.split()
-        if words and "=" not in words[0]:  # the legacy form: ENV NAME value with spaces
-            out[words[0]] = ins.line
-            continue
-        for word in words:
-            name, sep, _ = word.partition("=")
-            if sep:
-                out[name] = ins.line
-    return out
-
-
-def from_instructions(instructions: list[Instruction]) -> list[Instruction]:
-    return [ins for ins in instructions if ins.keyword == "FROM"]
+def instructions(text: str) -> list[Instruction]:
+    """Every instruction, with the line it starts on."""
+    return [Instruction(lines[0] if lines else 1, keyword, args.strip())
+            for keyword, args, lines in _instructions(text)]
 
 
 def check_dockerfile(text: str, path: str) -> list[Finding]:
     """What makes two builds of this Dockerfile differ: findings with ``path`` = ``FILE:LINE``."""
-    instructions = parse_dockerfile(text)
     stages: set[str] = set()
     findings = []
-    for ins in instructions:
+    for ins in instructions(text):
         where = f"{path}:{ins.line}"
         if ins.keyword == "FROM":
             words = [w for w in ins.args.split() if not w.startswith("--")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auditor.dockerfile import check_dockerfile, env_lines, from_instructions, parse_dockerfile
+from auditor.dockerfile import check_dockerfile, instructions, parse_dockerfile
 from tests.test_cli import assert_one_line_error, run
 
 DIGEST = "sha256:" + "a" * 64
@@ -26,12 +26,15 @@ FROM ubuntu
 
 
 def test_instructions_keep_their_first_line() -> None:
-    instructions = parse_dockerfile(TEXT)
-    assert [(i.line, i.keyword) for i in instructions] == [
+    found = instructions(TEXT)
+    assert [(i.line, i.keyword) for i in found] == [
         (2, "FROM"), (3, "RUN"), (6, "ENV"), (8, "ENV"), (9, "RUN"), (11, "FROM"), (12, "FROM"), (13, "FROM")]
-    assert "libnccl2=2.8.4-1+cuda11.2" in instructions[1].args
-    assert env_lines(instructions) == {"CUDNN_VERSION": 6, "NCCL_VERSION": 6, "LEGACY": 8}
-    assert [i.line for i in from_instructions(instructions)] == [2, 11, 12, 13]
+    assert "libnccl2=2.8.4-1+cuda11.2" in found[1].args
+    mapping = parse_dockerfile(TEXT)  # the final stage (FROM ubuntu) inherits nothing
+    assert mapping.from_lines == (2, 11, 12, 13) and mapping.final_from == 13 and mapping.env == {}
+    staged = parse_dockerfile(TEXT.rsplit("FROM python", 1)[0])  # ends with FROM base AS app
+    assert staged.env == {"CUDNN_VERSION": 6, "NCCL_VERSION": 7, "LEGACY": 8}
+    assert staged.package_line("libnccl2") == 5 and staged.package_line("nvidia_cudnn_cu11") == 10
 
 
 def test_check_finds_unpinned_bases_and_numeric_packages() -> None:
