@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from auditor.cli import _output, handle_errors, output_options, rules_option
+from auditor.cli_common import _output, handle_errors, output_options, rules_option
 from auditor.errors import EXIT_FINDINGS, InputError
 
 
