@@ -84,22 +84,14 @@ def rules_show(rule_id: str, rule_specs: tuple[str, ...], fmt: str, output: str 
 def rules_lint(paths: tuple[str, ...], alone: bool) -> None:
     """Check pack files (or folders of *.yaml) against the schema, version schemes, regexes and
     rule-id uniqueness. Prints every problem as FILE:LINE: rule ID: message; exit 1 if any."""
-    from auditor.rules.pack import builtin_pack_files, cross_pack_problems, pack_files, parse_pack
+    from auditor.rules.pack import builtin_pack_files, cross_pack_problems, pack_files, parse_packs
 
     files = [f for spec in paths for f in pack_files(spec)]
-    packs, problems = [], []
-    for source, data in files:
-        pack, found = parse_pack(data, source)
-        problems.extend(found)
-        if pack is not None:
-            packs.append(pack)
+    packs, problems = parse_packs(files)
     linted = {p.name for p in packs}
-    others = []  # first, so that a clash is reported at the linted file's line
+    others: list = []  # first, so that a clash is reported at the linted file's line
     if not alone:
-        for source, data in builtin_pack_files():
-            pack, _ = parse_pack(data, source)
-            if pack is not None and pack.name not in linted:
-                others.append(pack)
+        others = [p for p in parse_packs(builtin_pack_files())[0] if p.name not in linted]
     problems.extend(cross_pack_problems(others + packs))
     for problem in problems:
         click.echo(str(problem))

@@ -277,16 +277,22 @@ def load_packs(specs: Iterable[str] = (), builtin: bool = True) -> list[Pack]:
     """The built-in packs and those ``specs`` name, checked; the first problem raises
     PackError naming its file, line and rule."""
     files = (builtin_pack_files() if builtin else []) + [f for s in specs for f in pack_files(s)]
+    packs, problems = parse_packs(files)
+    problems.extend(cross_pack_problems(packs))
+    if problems:
+        raise PackError(problems)
+    return packs
+
+
+def parse_packs(files: Iterable[tuple[str, bytes]]) -> tuple[list[Pack], list[Problem]]:
+    """Every pack that reads cleanly, and every problem of those that do not."""
     packs, problems = [], []
     for source, data in files:
         pack, found = parse_pack(data, source)
         problems.extend(found)
         if pack is not None:
             packs.append(pack)
-    problems.extend(cross_pack_problems(packs))
-    if problems:
-        raise PackError(problems)
-    return packs
+    return packs, problems
 
 
 def cross_pack_problems(packs: Sequence[Pack]) -> list[Problem]:
