@@ -179,7 +179,10 @@ def _rules(result: AuditResult) -> dict[str, Any]:
                           for r in results if r.status == NOT_EVALUABLE],
         "results": [{"rule": r.rule.id, "pack": r.rule.pack, "title": r.rule.title,
                      "severity": r.rule.severity, "status": r.status,
-                     "findings": len(r.findings), "reasons": list(r.reasons)} for r in results],
+                     "findings": len(r.findings), "reasons": list(r.reasons),
+                     "effect": r.rule.effect, "remediation": r.rule.remediation,
+                     "confidence": r.rule.confidence, "references": list(r.rule.references)}
+                    for r in results],
         "gpu_arch": list(evaluation.gpu_arch) if evaluation else [],
     }
 

@@ -133,10 +133,13 @@ def _descriptor(rule_id: str, findings: list[dict[str, Any]],
     severity = (result or {}).get("severity") or (findings[0]["severity"] if findings else "medium")
     title = ((result or {}).get("title") or (rule or {}).get("title")
              or BUILTIN_FINDINGS.get(rule_id) or _humanise(rule_id))
-    effect = (rule or {}).get("effect") or title
-    references = [r for r in (rule or {}).get("references") or [] if isinstance(r, str)]
-    remediation = next((f["remediation"] for f in findings if f.get("remediation")), None)
-    pack = (result or {}).get("pack") or (rule or {}).get("pack")
+    result = result or {}
+    effect = result.get("effect") or (rule or {}).get("effect") or title
+    references = [r for r in result.get("references") or (rule or {}).get("references") or []
+                  if isinstance(r, str)]
+    remediation = result.get("remediation") or next(
+        (f["remediation"] for f in findings if f.get("remediation")), None)
+    pack = result.get("pack") or (rule or {}).get("pack")
     components = sorted({f["component"] for f in findings if f.get("component")})
     descriptor: dict[str, Any] = {
         "id": rule_id,
@@ -154,9 +157,10 @@ def _descriptor(rule_id: str, findings: list[dict[str, Any]],
     }
     if pack:
         properties["pack"] = pack
-    if rule and rule.get("confidence"):
-        properties["confidence"] = rule["confidence"]
-    if result is not None:
+    confidence = result.get("confidence") or (rule or {}).get("confidence")
+    if confidence:
+        properties["confidence"] = confidence
+    if result:
         properties["status"] = result.get("status")
     descriptor["properties"] = properties
     return descriptor
@@ -251,18 +255,19 @@ def file_uri(path: str) -> str:
 def dockerfile_line(finding: dict[str, Any], mapping: DockerfileMap,
                     document: dict[str, Any]) -> tuple[int, str] | None:
     """The Dockerfile line behind a finding, and why: the ENV that sets a variable its evidence
-    names; for a variable the Dockerfile does not set, the final FROM (where an ENV would go); the
-    RUN that installed its package; else the final FROM."""
+    names; else the RUN that installed its package; else the final FROM (where an ENV for a
+    variable the Dockerfile does not set would go)."""
     env_names = [e["source"].split(":", 1)[1] for e in finding.get("evidence") or []
                  if e.get("kind") == "env" and str(e.get("source", "")).startswith("Env:")]
     for name in env_names:
         if name in mapping.env:
             return mapping.env[name], f"sets {name}"
-    if not env_names:
-        for name in package_names(finding, document):
-            line = mapping.package_line(name)
-            if line is not None:
-                return line, f"installs {name}"
+    # a finding about a file in the image points at what installed it; one about the environment
+    # alone (no path) at where an ENV would go
+    for name in package_names(finding, document) if finding.get("path") or not env_names else ():
+        line = mapping.package_line(name)
+        if line is not None:
+            return line, f"installs {name}"
     if mapping.final_from is None:
         return None
     if env_names:

@@ -69,7 +69,7 @@ def _not(part: Mapping[str, Any], stack: Stack) -> Outcome:
     if not inner.evaluable:
         return inner
     if not inner.holds:
-        return TRUE
+        return Outcome(True, (), inner.evidence)
     if inner.assumptions:
         return Outcome(True, (f"not ({' and '.join(inner.assumptions)})",))
     return FALSE
@@ -192,11 +192,10 @@ def _match(source: str) -> Callable[[Mapping[str, Any], Stack], Outcome]:
             ok = current in value["in"]
         if ok and "matches" in value:
             ok = current is not None and re.fullmatch(value["matches"], current) is not None
-        if not ok:
-            return FALSE
         origin = dict(stack.env_origin).get(name, "Env") if source == "env" else "Labels"
         shown = f"{name}={current}" if current is not None else f"{name} unset"
-        return Outcome(True, (), (Evidence(source, f"{origin}:{name}", shown),))
+        # the evidence goes with a false outcome too: `not` turns it into the reason it holds
+        return Outcome(ok, (), (Evidence(source, f"{origin}:{name}", shown),))
     return evaluate
 
 
