@@ -11,6 +11,7 @@ through :class:`Engine` is removed again at the end.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 from collections.abc import Iterator
@@ -103,3 +104,11 @@ def debian_image() -> DebianImage:
     """Debian bookworm minbase with python3, built once (cached outside the repository)."""
     layout, tag = debian_python_layout()
     return DebianImage(layout, tag)
+
+
+def build_image(engine: Engine, dockerfile: str, tag: str) -> Any:
+    """``docker build`` a context-less Dockerfile (``FROM`` a local image); removed at the end."""
+    image, _logs = engine.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag,
+                                              rm=True, pull=False)
+    engine._owned.add(image.id)
+    return image
