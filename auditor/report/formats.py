@@ -11,6 +11,7 @@ from typing import Any
 
 AUDIT_FORMATS = ("table", "json", "sarif", "junit", "markdown", "cyclonedx")
 DIFF_FORMATS = ("table", "json", "markdown")
+PROBE_FORMATS = ("table", "json", "markdown")
 _RENDERERS = {
     ("audit", "table"): "auditor.report.table:render_table_text",
     ("audit", "json"): "auditor.report.document:render_document",
@@ -21,6 +22,9 @@ _RENDERERS = {
     ("diff", "table"): "auditor.report.diff_text:render_table",
     ("diff", "json"): "auditor.report.document:render_document",
     ("diff", "markdown"): "auditor.report.diff_text:render_markdown",
+    ("probe", "table"): "auditor.report.probe_text:render_table",
+    ("probe", "json"): "auditor.report.document:render_document",
+    ("probe", "markdown"): "auditor.report.probe_text:render_markdown",
 }
 
 

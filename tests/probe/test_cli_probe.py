@@ -1,0 +1,72 @@
+"""`auditor probe` end to end against a real podman engine: Debian bookworm with python3-numpy,
+3 fresh containers per configuration and a threads variation; the report says what reproduced."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.engine_fixtures import Engine
+from tests.probe.test_payload import load_debian
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT_SCHEMA = json.loads((ROOT / "auditor/schemas/probe-report.schema.json").read_text())
+NUMPY_TAG = "localhost/auditor-probe-numpy:t"
+
+
+@pytest.fixture(scope="module")
+def numpy_image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return load_debian(engine, tmp_path_factory, ("python3", "python3-numpy"), "numpy")
+
+
+def probe(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKER_HOST": engine.server.base_url, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "auditor", "probe", *args], capture_output=True,
+                          text=True, env=env, timeout=900, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_probe_numpy_image_repeats_and_threads(engine: Engine, numpy_image: Any, tmp_path: Path) -> None:
+    out = tmp_path / "probe.json"
+    proc = probe(engine, f"docker-daemon:{NUMPY_TAG}", "--repeats", "3", "--vary", "threads=1,2",
+                 "--no-crosscheck", "-o", f"json={out}", "-o", f"markdown={tmp_path / 'probe.md'}")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, REPORT_SCHEMA)
+    assert report["counts"]["runs"] == 6 and report["counts"]["failed"] == 0
+    for run in report["runs"]:  # no network inside, in every container
+        assert run["output"]["environment"]["network"]["has_network"] is False
+    models = {m["name"]: m for m in report["models"]}
+    assert {"numpy.mlp", "numpy.rnn"} <= set(models)
+    for name in ("numpy.mlp", "numpy.rnn"):  # deterministic, whatever the thread count
+        assert models[name]["verdict"] == "identical", models[name]["summary"]
+        assert models[name]["levels"]["outcome"]["holds"] is True
+    assert "numpy.mlp" in proc.stdout and "identical" in proc.stdout  # the table on stdout
+    assert "| `numpy.mlp` | identical |" in (tmp_path / "probe.md").read_text()
+
+    # the same report compared with itself as a baseline from "another machine"
+    other = tmp_path / "other-machine.json"
+    other.write_text(out.read_text())
+    again = probe(engine, "compare", str(out), str(other), "--format", "json")
+    assert again.returncode == 0, again.stderr
+    merged = json.loads(again.stdout)
+    assert merged["counts"]["runs"] == 12 and len(merged["sources"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_probe_refuses_what_it_cannot_run(engine: Engine, numpy_image: Any, tmp_path: Path) -> None:
+    missing = probe(engine, "docker-daemon:localhost/no-such-image:t", "--no-crosscheck")
+    assert missing.returncode == 2 and "no such image" in missing.stderr
+    gpu = probe(engine, f"docker-daemon:{NUMPY_TAG}", "--gpu", "--no-crosscheck")
+    assert gpu.returncode == 2 and "--gpu: no GPU is available" in gpu.stderr
+    archive = probe(engine, "oci:/some/layout", "--no-crosscheck")
+    assert archive.returncode == 2 and "load or pull it there first" in archive.stderr
