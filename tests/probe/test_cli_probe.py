@@ -70,3 +70,17 @@ def test_probe_refuses_what_it_cannot_run(engine: Engine, numpy_image: Any, tmp_
     assert gpu.returncode == 2 and "--gpu: no GPU is available" in gpu.stderr
     archive = probe(engine, "oci:/some/layout", "--no-crosscheck")
     assert archive.returncode == 2 and "load or pull it there first" in archive.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_probe_crosscheck_audits_the_same_image(engine: Engine, numpy_image: Any, tmp_path: Path) -> None:
+    """The default cross-check audits the engine's image too; Debian's numpy image has no
+    framework consumer the linkage predicts for, so there is nothing to disagree about."""
+    out = tmp_path / "probe.json"
+    proc = probe(engine, f"docker-daemon:{NUMPY_TAG}", "--repeats", "1", "--cache-dir",
+                 str(tmp_path / "cache"), "-o", f"json={out}")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, REPORT_SCHEMA)
+    assert report["findings"] == []
