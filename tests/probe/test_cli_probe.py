@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from tests.engine_fixtures import Engine
-from tests.probe.test_payload import load_debian
+from tests.probe.test_payload import TORCH_PACKAGES, load_debian
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_SCHEMA = json.loads((ROOT / "auditor/schemas/probe-report.schema.json").read_text())
@@ -84,3 +84,26 @@ def test_probe_crosscheck_audits_the_same_image(engine: Engine, numpy_image: Any
     report = json.loads(out.read_text())
     jsonschema.validate(report, REPORT_SCHEMA)
     assert report["findings"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_probe_names_a_real_divergence_across_thread_counts(engine: Engine, tmp_path: Path,
+                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Debian's CPU torch 1.13 with OpenBLAS: the same seeded models and kernels, in fresh
+    containers with 1 and with 2 threads. Repeats of one thread count agree bit for bit; some
+    results differ between the thread counts, and the report says the variation explains it."""
+    load_debian(engine, tmp_path_factory, TORCH_PACKAGES, "torch-openblas")
+    out = tmp_path / "probe.json"
+    proc = probe(engine, "docker-daemon:localhost/auditor-probe-torch-openblas:t", "--repeats", "2",
+                 "--vary", "threads=1,2", "--no-crosscheck", "-o", f"json={out}")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, REPORT_SCHEMA)
+    assert report["counts"]["failed"] == 0
+    results = [*report["models"], *report["kernels"]]
+    diverged = [r for r in results if r["verdict"] == "diverged"]
+    assert diverged, [(r["name"], r["verdict"]) for r in results]
+    for result in diverged:  # never run to run: only the thread count explains it
+        assert "run to run" not in result.get("summary", "")
+    assert any("threads" in line and "diverged" in line for line in report["summary"])
