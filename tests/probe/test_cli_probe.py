@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,33 @@ def test_probe_names_a_real_divergence_across_thread_counts(engine: Engine, tmp_
     for result in diverged:  # never run to run: only the thread count explains it
         assert "run to run" not in result.get("summary", "")
     assert any("threads" in line and "diverged" in line for line in report["summary"])
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_dockerfile_probe_builds_and_prints_what_the_runner_gets(engine: Engine, numpy_image: Any,
+                                                                 tmp_path: Path) -> None:
+    """Dockerfile.probe, built with podman on the numpy image from a context holding the payload
+    (as its header says), prints the same models as `auditor probe` gets from the runner."""
+    context = tmp_path / "context"
+    shutil.copytree(ROOT / "auditor" / "probe" / "payload", context / "payload",
+                    ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    shutil.copy(ROOT / "Dockerfile.probe", context / "Dockerfile")
+    image, _logs = engine.client.images.build(path=str(context), buildargs={"IMAGE": NUMPY_TAG},
+                                              tag="localhost/auditor-probe-built:t", rm=True, pull=False)
+    engine._owned.add(image.id)
+    printed = engine.client.containers.run(image.id, network_mode="none", remove=True, stdout=True,
+                                           stderr=False)
+    built = json.loads(printed)
+    out = tmp_path / "probe.json"
+    proc = probe(engine, f"docker-daemon:{NUMPY_TAG}", "--repeats", "1", "--no-crosscheck",
+                 "-o", f"json={out}")
+    assert proc.returncode == 0, proc.stderr
+    ran = json.loads(out.read_text())["runs"][0]["output"]
+
+    def models(document: dict[str, Any]) -> dict[str, tuple[str, str, float]]:
+        return {m["name"]: (m["weights_digest"], m["predictions_digest"], m["accuracy"])
+                for m in document["models"]}
+
+    assert models(built) and models(built) == models(ran)
+    assert built["environment"]["network"]["has_network"] is False
