@@ -135,9 +135,10 @@ def probe_compare(reports: tuple[str, ...], fmt: str, outputs: tuple[str, ...], 
 
 def _report_and_gate(document: dict[str, Any], targets: list[Any], fail_on_divergence: bool) -> None:
     report("probe", document, targets, "none", {})
-    diverged = [m for m in document.get("summary") or [] if "diverged" in str(m)]
+    diverged = [r["name"] for r in [*(document.get("models") or []), *(document.get("kernels") or [])]
+                if r.get("verdict") == "diverged"]
     if fail_on_divergence and diverged:
-        click.echo(f"auditor: probe: {len(diverged)} results diverged", err=True)
+        click.echo(f"auditor: probe: diverged: {', '.join(diverged)}", err=True)
         sys.exit(EXIT_FINDINGS)
 
 
