@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from auditor import __version__
 from auditor.errors import InputError
 
@@ -253,7 +255,7 @@ def _fw_side(fw: dict[str, Any] | None) -> dict[str, Any] | None:
 def _package_key(p: dict[str, Any]) -> tuple[str, str, str | None]:
     name = str(p.get("name"))
     if p.get("type") == "python":  # pip's names compare normalized (PEP 503)
-        name = re.sub(r"[-_.]+", "-", name).lower()
+        name = canonicalize_name(name)
     return (str(p.get("type")), name, p.get("arch"))
 
 

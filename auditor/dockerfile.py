@@ -18,6 +18,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from packaging.utils import canonicalize_name
+
 from auditor.model import Finding
 
 # packages whose version moves the numeric stack (pip names normalised, apt names as written)
@@ -65,7 +67,7 @@ class DockerfileMap:
 
 def normalise_package(name: str) -> str:
     """A package name compared loosely: lower case, ``_`` and ``.`` as ``-`` (PEP 503-like)."""
-    return re.sub(r"[-_.]+", "-", name.strip().lower())
+    return canonicalize_name(name.strip())
 
 
 def parse_dockerfile(text: str) -> DockerfileMap:
@@ -307,7 +309,7 @@ def _unpinned_packages(ins: Instruction, where: str) -> list[Finding]:
                 continue
             if tool == "pip":
                 name = re.split(r"[<>=!~\[;@ ]", word, maxsplit=1)[0]
-                normal = re.sub(r"[-_.]+", "-", name).lower()
+                normal = normalise_package(name)
                 if NUMERIC_PIP.match(normal) and not re.search(r"===?[^=*]+$|@", word.split(";")[0]):
                     out.append(_unpinned(word, normal, "pip", f"{normal}==VERSION", where))
             else:

@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any, BinaryIO
 
 import yaml
+from packaging.utils import canonicalize_name
 
 from auditor.elf import Interest, elf_facts
 from auditor.inventory.base import Cataloger, FileView, Inventory
@@ -379,7 +380,7 @@ def package_owners(view: FileView, inventory: Inventory, matches: Callable[[str]
 
 
 def package_evidence(c: Classifier, package: Package) -> Evidence:
-    name = re.sub(r"[-_.]+", "-", package.name).lower()
+    name = canonicalize_name(package.name)
     says = any(p.match(name) for p in c.packages)
     version = parse_version(package.version) if says else None
     return Evidence("package", f"{package.type}:{package.name}", package.version,

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from auditor.model import Evidence, Item, Stack
 from auditor.rules.pack import scheme_of
 from auditor.rules.versions import VersionError, parse_ranges
@@ -97,7 +99,7 @@ def _package_key(name: str) -> str:
     """Python and conda names compare normalised (PEP 503); others exactly."""
     kind, _, bare = name.partition(":")
     if kind in ("python", "conda"):
-        return f"{kind}:{re.sub(r'[-_.]+', '-', bare).lower()}"
+        return f"{kind}:{canonicalize_name(bare)}"
     return name
 
 
