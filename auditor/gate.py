@@ -15,8 +15,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from auditor.errors import InputError
 from auditor.model import SEVERITIES
 from auditor.rules.fetch import read_source
@@ -61,12 +59,9 @@ def load_ignore_file(path: str) -> list[IgnoreEntry]:
     except YamlProblem as err:
         where = f"{path}:{err.line}" if err.line else path
         raise InputError(f"{where}: {err.message}") from None
-    errors = sorted(Draft202012Validator(_schema()).iter_errors(doc.data),
-                    key=lambda e: list(map(str, e.absolute_path)))
+    errors = doc.schema_errors(_schema())
     if errors:
-        err = errors[0]
-        where = "/".join(str(p) for p in err.absolute_path) or "(top)"
-        raise InputError(f"{path}:{doc.line(list(err.absolute_path))}: {where}: {err.message}")
+        raise InputError(f"{path}:{errors[0].line}: {errors[0].message}")
     out = []
     for index, raw in enumerate(doc.data["ignore"]):
         line = doc.line(["ignore", index])

@@ -14,8 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from auditor.errors import DigestMismatchError, InputError
 from auditor.rules.fetch import fetch_bytes, is_url, read_source
 from auditor.rules.versions import RangeSet, VersionError, check_version, parse_ranges
@@ -139,24 +137,14 @@ def parse_pack(data: bytes, source: str) -> tuple[Pack | None, list[Problem]]:
 
 
 def _schema_problems(doc: Document, source: str) -> list[Problem]:
-    validator = Draft202012Validator(pack_schema())
     out = []
-    for err in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
-        path = list(err.absolute_path)
+    for err in doc.schema_errors(pack_schema()):
         rule_id = None
-        if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int):
-            raw = doc.data["rules"][path[1]]
+        if len(err.path) >= 2 and err.path[0] == "rules" and isinstance(err.path[1], int):
+            raw = doc.data["rules"][err.path[1]]
             rule_id = raw.get("id") if isinstance(raw, dict) else None
-        where = "/".join(str(p) for p in path) or "(top)"
-        out.append(Problem(source, doc.line(path), rule_id, f"{where}: {_schema_message(err)}"))
+        out.append(Problem(source, err.line, rule_id, err.message))
     return out
-
-
-def _schema_message(err: Any) -> str:
-    if err.validator in ("oneOf", "anyOf") and err.context:
-        best = min(err.context, key=lambda e: len(list(e.absolute_path)))
-        return best.message
-    return err.message
 
 
 def _rule(raw: dict[str, Any], ref: str, source: str, doc: Document,

@@ -3,10 +3,12 @@ every value can be traced back to its line (so an error can name the file and li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -18,6 +20,16 @@ _Loader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+@dataclass(frozen=True)
+class SchemaError:
+    """One way a document fails its JSON Schema, located: ``path`` into the data, its line,
+    and ``message`` as ``where: what`` (``rules/0/severity: 'urgent' is not one of ...``)."""
+
+    path: tuple[str | int, ...]
+    line: int | None
+    message: str
 
 
 class YamlProblem(ValueError):
@@ -63,6 +75,24 @@ class Document:
                 break
             node, line = child, child.start_mark.line + 1
         return line
+
+
+    def schema_errors(self, schema: Mapping[str, Any]) -> list[SchemaError]:
+        """Every error of the data against ``schema`` (draft 2020-12), in path order."""
+        validator = Draft202012Validator(schema)
+        out = []
+        for err in sorted(validator.iter_errors(self.data), key=lambda e: list(map(str, e.absolute_path))):
+            path = tuple(err.absolute_path)
+            where = "/".join(str(p) for p in path) or "(top)"
+            out.append(SchemaError(path, self.line(path), f"{where}: {_best_message(err)}"))
+        return out
+
+
+def _best_message(err: Any) -> str:
+    """For oneOf/anyOf, the message of the alternative that got furthest, not the summary."""
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        return min(err.context, key=lambda e: len(list(e.absolute_path))).message
+    return err.message
 
 
 def _check_duplicate_keys(node: Any) -> None:
