@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from auditor.inventory import Inventory
-from auditor.inventory.numeric import load_classifiers
+from auditor.inventory.numeric import CLASSIFIERS
 from auditor.model import Evidence, Item, Stack
 
 FRAMEWORK_TITLES = {"torch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX", "jaxlib": "jaxlib"}
@@ -17,7 +17,7 @@ def stack_of(inventory: Inventory, env: Mapping[str, str], overridden: Iterable[
              labels: Mapping[str, str] | None = None, gpu_arch: Iterable[str] = ()) -> Stack:
     """The Stack of an audited image. ``overridden``: env names the user set with ``--env``."""
     loaded_by = _loaded_by(inventory)
-    titles = {c.name: c.title for c in load_classifiers()[0]}
+    titles = {c.name: c.title for c in CLASSIFIERS}
     items: list[Item] = []
     for lib in inventory.libraries:
         items.append(Item("component", lib.component, lib.version, lib.path, lib.layer,
