@@ -59,6 +59,9 @@ def probe() -> None:
 @click.option("--vary", multiple=True, metavar="KEY=V1,V2",
               help="A variation: threads=1,2, seed=0,1, deterministic=true,false, or env.NAME=a,b "
                    "(e.g. env.OPENBLAS_CORETYPE=Haswell,Prescott). Several make a matrix.")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE",
+              help="Set a variable in every container (after the image's own Env), e.g. "
+                   "LD_LIBRARY_PATH=/opt/blas as a scheduler's module system would. Repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 4096), default=None, help="Threads in every run.")
 @click.option("--nondeterministic", is_flag=True,
@@ -76,15 +79,15 @@ def probe() -> None:
 @probe_report_options
 @cache_option
 @handle_errors
-def probe_run(reference: str, repeats: int, vary: tuple[str, ...], seed: int, threads: int | None,
-              nondeterministic: bool, models: str | None, gpu: bool, timeout: float,
+def probe_run(reference: str, repeats: int, vary: tuple[str, ...], env: tuple[str, ...], seed: int,
+              threads: int | None, nondeterministic: bool, models: str | None, gpu: bool, timeout: float,
               baselines: tuple[str, ...], crosscheck: bool, engine_host: str | None, fmt: str,
               outputs: tuple[str, ...], claims: tuple[str, ...], tolerances: tuple[str, ...],
               force: bool, fail_on_divergence: bool, cache_dir: str | None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from auditor.probe.compare import classify, load_baseline, parse_claim, parse_tolerance
-    from auditor.probe.runner import ProbeConfig, parse_variations, run_matrix
+    from auditor.probe.runner import ProbeConfig, parse_env, parse_variations, run_matrix
     from auditor.sources.engine import connect_engine
 
     targets = prepare_outputs(fmt, outputs, PROBE_FORMATS)
@@ -93,12 +96,13 @@ def probe_run(reference: str, repeats: int, vary: tuple[str, ...], seed: int, th
     for tolerance in tolerances:
         parse_tolerance(tolerance)
     variations = parse_variations(vary)
+    environment = parse_env(env)
     baseline_docs = [(path, _read_json(path)) for path in baselines]
     engine, name = _engine_image(reference)
     client, _host = connect_engine(engine, engine_host)
     image = _image_facts(client, name, reference)
     base = ProbeConfig(seed=seed, device="gpu" if gpu else "cpu", threads=threads,
-                       deterministic=not nondeterministic,
+                       deterministic=not nondeterministic, env=environment,
                        models=tuple(m.strip() for m in models.split(",") if m.strip()) if models else None)
     total = repeats * max(1, len(variations))
     with Progress(TextColumn("probe {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -205,12 +209,16 @@ def _crosscheck(reference: str, engine_host: str | None, cache_dir: str | None,
     for fw in inventory.frameworks:
         if fw.version:
             versions.setdefault(fw.name, []).append(fw.version)
-    findings: list[dict[str, Any]] = []
-    ok = [r for r in results if r.ok]
-    first = ok[0].output
-    used = {m.get("framework") for m in first.get("models") or [] if m.get("framework")}
-    findings += crosscheck_maps(predicted, first["environment"].get("maps") or [],
-                                needed_by={k: sorted(v) for k, v in needed_by.items()},
-                                frameworks_used=sorted(u for u in used if u))
-    findings += crosscheck_versions(versions, first["environment"].get("frameworks") or {})
-    return findings
+    findings: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for run in (r for r in results if r.ok):  # each configuration may load other files
+        used = {m.get("framework") for m in run.output.get("models") or [] if m.get("framework")}
+        environment = run.output["environment"]
+        seen = crosscheck_maps(predicted, environment.get("maps") or [],
+                               needed_by={k: sorted(v) for k, v in needed_by.items()},
+                               frameworks_used=sorted(u for u in used if u),
+                               in_image=[lib.path for lib in inventory.libraries])
+        seen += crosscheck_versions(versions, environment.get("frameworks") or {})
+        for finding in seen:
+            key = (finding["id"], finding["component"], finding["message"])
+            findings.setdefault(key, {**finding, "runs": []})["runs"].append(run.run)
+    return list(findings.values())

@@ -847,16 +847,22 @@ def _component_of(path: str) -> str | None:
 def crosscheck_maps(predicted: Mapping[str, Iterable[str]], mapped: Iterable[str], *,
                     needed_by: Mapping[str, Iterable[str]] | None = None,
                     frameworks_used: Iterable[str] = (),
+                    in_image: Iterable[str] | None = None,
                     component_of: Callable[[str], str | None] | None = None) -> list[dict[str, Any]]:
     """Findings where the files a run mapped (``environment.maps``) disagree with what static
     linkage predicted (component -> files; root-relative or absolute, after symlinks).
 
-    A numeric library mapped from a file linkage did not predict for its component (another
-    directory: LD_LIBRARY_PATH, LD_PRELOAD, a dlopen by full path) is a finding; so is a component
-    predicted but not mapped at all, when a framework that needs it (``needed_by``: component ->
-    frameworks) ran (``frameworks_used``). ``component_of``: file -> component (default: the
-    inventory's classifiers)."""
+    A numeric library mapped from another file than the one linkage predicted for its component,
+    while the predicted one was not mapped (another directory won: LD_LIBRARY_PATH, LD_PRELOAD, a
+    dlopen by full path), is a finding; so is a component predicted but not mapped at all, when
+    a framework that needs it (``needed_by``: component -> frameworks) ran (``frameworks_used``).
+    A further copy mapped beside the predicted one, or a copy of a component nothing was
+    predicted for, is a finding only when it is not a file of the image (``in_image``: the
+    inventory's library paths; None: unknown, so every such copy is one): the image's own copies
+    are loaded by code the linkage does not follow (NumPy's bundled OpenBLAS, a dlopen).
+    ``component_of``: file -> component (default: the inventory's classifiers)."""
     which = component_of or _component_of
+    known = None if in_image is None else {_norm(p) for p in in_image}
     mapped_files = sorted({_norm(p) for p in mapped if isinstance(p, str) and p})
     by_component: dict[str, list[str]] = {}
     for path in mapped_files:
@@ -869,11 +875,14 @@ def crosscheck_maps(predicted: Mapping[str, Iterable[str]], mapped: Iterable[str
         want = sorted({_norm(p) for p in predicted.get(component) or ()})
         have = by_component.get(component, [])
         other = [p for p in have if p not in want]
+        if other and (not want or len(other) < len(have)):  # the prediction won, or there was none
+            other = [p for p in other if known is None or p not in known]
         if other:
             expected = ", ".join(want) if want else "no copy of it"
+            loaded = "also loaded" if len(other) < len(have) else "loaded"
             findings.append({
                 "id": "probe-linkage-mismatch", "severity": "medium", "component": component,
-                "message": f"{component} was loaded at run time from {', '.join(other)}, but static "
+                "message": f"{component} was {loaded} at run time from {', '.join(other)}, but static "
                            f"linkage predicted {expected} (LD_LIBRARY_PATH, LD_PRELOAD or a dlopen "
                            f"by full path can explain it)",
                 "locations": [*other, *want]})

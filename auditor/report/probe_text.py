@@ -64,10 +64,16 @@ def render_table(document: dict[str, Any], context: Any) -> str:
     for failure in document.get("failures") or []:
         console.print(Text(f"failed: {_failure(failure)}", style="yellow"))
     for finding in document.get("findings") or []:
-        console.print(Text(f"{finding['severity']} {finding['id']}: {finding['message']}", style="yellow"))
+        console.print(Text(f"{finding['severity']} {finding['id']}: {_finding(finding)}", style="yellow"))
     for note in document.get("notes") or []:
         console.print(Text(f"note: {note}", style="dim"))
     return buffer.getvalue()
+
+
+def _finding(finding: dict[str, Any]) -> str:
+    runs = finding.get("runs") or []
+    where = f" (run{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))})" if runs else ""
+    return f"{finding['message']}{where}"
 
 
 def _failure(failure: dict[str, Any]) -> str:
@@ -96,6 +102,6 @@ def render_markdown(document: dict[str, Any], _context: Any) -> str:
     if failures or findings:
         out += ["", "<details><summary>Failures and cross-check findings</summary>", ""]
         out += [f"- {_failure(f)}" for f in failures]
-        out += [f"- **{f['severity']}** `{f['id']}`: {f['message']}" for f in findings]
+        out += [f"- **{f['severity']}** `{f['id']}`: {_finding(f)}" for f in findings]
         out += ["", "</details>"]
     return "\n".join(out) + "\n"

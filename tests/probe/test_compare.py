@@ -471,6 +471,23 @@ def test_crosscheck_maps_flags_predicted_but_not_mapped_and_unpredicted_loads() 
     assert crosscheck_maps(predicted, [], needed_by={"openblas": ["numpy"]}, frameworks_used=["torch"]) == []
 
 
+def test_crosscheck_maps_the_images_own_other_copies_are_not_a_mismatch() -> None:
+    """NumPy's bundled OpenBLAS, mapped beside the framework's predicted one or where nothing
+    was predicted, is a file of the image: code the linkage does not follow loaded it."""
+    bundled = "/usr/local/lib/python3.11/site-packages/numpy.libs/libscipy_openblas64_-fdde5778.so"
+    image = [bundled.lstrip("/"), OPENBLAS.lstrip("/")]
+    assert crosscheck_maps({"openblas": [OPENBLAS]}, [OPENBLAS, bundled], in_image=image) == []
+    assert crosscheck_maps({}, [bundled], in_image=image) == []
+    # the predicted copy lost to the image's other copy: LD_LIBRARY_PATH won, a finding
+    (lost,) = crosscheck_maps({"openblas": [OPENBLAS]}, [bundled], in_image=image)
+    assert lost["message"].startswith(f"openblas was loaded at run time from {bundled}, but ")
+    # a copy from outside the image beside the predicted one: a finding
+    (outside,) = crosscheck_maps({"openblas": [OPENBLAS]}, [OPENBLAS, "/mnt/site/libopenblas.so.0"],
+                                 in_image=image)
+    assert outside["message"].startswith("openblas was also loaded at run time from /mnt/site/")
+    assert outside["locations"] == ["/mnt/site/libopenblas.so.0", OPENBLAS]
+
+
 def test_crosscheck_maps_takes_a_classifier() -> None:
     findings = crosscheck_maps({"blas": ["/a/libblas.so.3"]}, ["/b/libblas.so.3"],
                                component_of=lambda p: "blas" if "libblas" in p else None)
