@@ -67,10 +67,13 @@ class Recipe:
     base: str  # "debian": the Debian fixture's layer; "small": an os-release file
     wheels: tuple[tuple[str, str], ...]  # (numeric component, the wheel that must provide it)
     torch_cuda: str | None  # torch must be found built for this CUDA version
+    env: tuple[str, ...] = ()  # more of the config's Env (after PATH), e.g. PYTHONPATH=/SITE
 
     def key(self) -> str:
-        """A hash of everything that decides the image (the base's own recipe included)."""
-        recipe = {"version": RECIPE_VERSION, **asdict(self), "site": SITE, "compression": "gzip",
+        """A hash of everything that decides the image (the base's own recipe included). Fields
+        added since a recipe was first cached enter the key only when set, so caches stay valid."""
+        fields = {k: v for k, v in asdict(self).items() if k != "env" or v}
+        recipe = {"version": RECIPE_VERSION, **fields, "site": SITE, "compression": "gzip",
                   "base_recipe": debian_recipe_key() if self.base == "debian" else "os-release"}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -137,7 +140,7 @@ def build_image(recipe: Recipe, work: Path) -> dict[str, Any]:
     seconds["layer_tars"] = time.monotonic() - started - sum(seconds.values())
     built = build_oci_layout_from_tars(
         work / "oci", [base_tar, site_layer["path"]], tag=TAG, compression="gzip",
-        config={"config": {"Env": [PATH_ENV], "Cmd": ["python3"]}}, history=history)
+        config={"config": {"Env": [PATH_ENV, *recipe.env], "Cmd": ["python3"]}}, history=history)
     seconds["gzip_layout"] = time.monotonic() - started - sum(seconds.values())
     uncompressed = base_tar.stat().st_size + site_layer["path"].stat().st_size
     base_tar.unlink()

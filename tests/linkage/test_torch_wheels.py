@@ -1,7 +1,7 @@
 """A CUDA torch with its NVIDIA wheels: resolve_linkage against the real glibc loader in a
 container of the image, with the image's ``LD_LIBRARY_PATH`` and without it.
 
-The image: fixtures/torch_image.py's (torch 2.14.1, a CUDA 13 build, and its NVIDIA wheels over
+The image: fixtures/pip_images.py's (torch 2.14.1, a CUDA 13 build, and its NVIDIA wheels over
 the Debian bookworm fixture; its two gzip layers hardlinked, not copied) + one small layer of
 gcc-built stubs with the SONAMEs libtorch_cuda.so's tree needs from the wheels, in
 ``/opt/override/lib``, which the config's Env puts on ``LD_LIBRARY_PATH``.
@@ -50,7 +50,7 @@ from auditor.linkage import CONF_GLOBS, linkage_of, loader_inputs
 from auditor.linkage.model import ConsumerLinkage
 from auditor.linkage.resolve import resolve_linkage
 from auditor.testing import LayerBuilder
-from fixtures.torch_image import TorchImage, torch_cuda_image
+from fixtures.pip_images import PipImage, torch_cuda_image
 from tests.engine_fixtures import DebianImage, Engine
 from tests.linkage.test_differential import LDSO, Cpu, _blob, _compare, _cpu, _extend_layout, _listings
 
@@ -126,7 +126,7 @@ def _podman_load(engine: Engine, layout: Path) -> Any:
 def built(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Built]:
     seconds: dict[str, float] = {}
     started = time.monotonic()
-    torch: TorchImage = torch_cuda_image()
+    torch: PipImage = torch_cuda_image()
     seconds["torch image"] = time.monotonic() - started
     work = tmp_path_factory.mktemp("torch-wheels")
     (work / "stubs").mkdir()

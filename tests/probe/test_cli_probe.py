@@ -14,7 +14,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.engine_fixtures import Engine
+from fixtures.debs import debian_debs
+from fixtures.pip_images import tensorflow_cpu_image
+from tests.engine_fixtures import Engine, oci_to_docker_archive
 from tests.probe.test_payload import TORCH_PACKAGES, load_debian
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +142,84 @@ def test_dockerfile_probe_builds_and_prints_what_the_runner_gets(engine: Engine,
 
     assert models(built) and models(built) == models(ran)
     assert built["environment"]["network"]["has_network"] is False
+
+
+ALT_BLAS = "/opt/alt-blas"
+
+
+@pytest.fixture(scope="module")
+def torch_alt_blas_image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The Debian torch image plus Debian's *serial* OpenBLAS build in /opt/alt-blas, where no
+    loader path points (as a site's module tree would sit); returns the image's name."""
+    load_debian(engine, tmp_path_factory, TORCH_PACKAGES, "torch-openblas")
+    (deb,) = debian_debs(("libopenblas0-serial",))
+    context = tmp_path_factory.mktemp("alt-blas")
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(context / "deb")], check=True, timeout=120)
+    shutil.copytree(context / "deb/usr/lib/x86_64-linux-gnu/openblas-serial", context / "alt-blas",
+                    symlinks=True)
+    (context / "Dockerfile").write_text("FROM localhost/auditor-probe-torch-openblas:t\n"
+                                        f"COPY alt-blas/ {ALT_BLAS}/\n")
+    name = "localhost/auditor-probe-torch-alt-blas:t"
+    image, _logs = engine.client.images.build(path=str(context), tag=name, rm=True, pull=False)
+    engine._owned.add(image.id)
+    return name
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_probe_crosscheck_agrees_until_ld_library_path_changes_the_blas(
+        engine: Engine, torch_alt_blas_image: str, tmp_path: Path) -> None:
+    """Static linkage predicts torch loads the pthread OpenBLAS (its RUNPATH); a run of the
+    image as it is maps exactly that. The same image run with LD_LIBRARY_PATH pointing at the
+    serial build (as `module load` would) maps the other file, and the cross-check says so."""
+    common = (f"docker-daemon:{torch_alt_blas_image}", "--repeats", "1", "--models", "torch.dense",
+              "--cache-dir", str(tmp_path / "cache"))
+    agree = probe(engine, *common, "-o", f"json={tmp_path / 'agree.json'}")
+    assert agree.returncode == 0, agree.stderr
+    report = json.loads((tmp_path / "agree.json").read_text())
+    jsonschema.validate(report, REPORT_SCHEMA)
+    mapped = report["runs"][0]["output"]["environment"]["maps"]
+    assert any("openblas-pthread/libopenblas" in path for path in mapped), mapped
+    assert report["findings"] == []
+
+    differ = probe(engine, *common, "--env", f"LD_LIBRARY_PATH={ALT_BLAS}",
+                   "-o", f"json={tmp_path / 'differ.json'}")
+    assert differ.returncode == 0, differ.stderr
+    report = json.loads((tmp_path / "differ.json").read_text())
+    jsonschema.validate(report, REPORT_SCHEMA)
+    assert report["runs"][0]["config"]["env"]["LD_LIBRARY_PATH"] == ALT_BLAS
+    (finding,) = report["findings"]
+    assert finding["id"] == "probe-linkage-mismatch" and finding["component"] == "openblas"
+    assert finding["locations"][0].startswith(f"{ALT_BLAS}/libopenblas")
+    assert "openblas-pthread/libopenblas" in finding["locations"][1]
+    assert finding["runs"] == [0]
+    assert "probe-linkage-mismatch" in differ.stdout and ALT_BLAS in differ.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_probe_tensorflow_cpu_image_from_pypi(engine: Engine, tmp_path: Path) -> None:
+    """PyPI's tensorflow-cpu (Keras 3) over the Debian python3 layer: the payload's TensorFlow
+    models train in the image's own interpreter, TensorFlow reports its build, the repeats agree
+    bit for bit on the CPU, and the cross-check finds the versions and linkage it saw agree."""
+    image = tensorflow_cpu_image()
+    archive = oci_to_docker_archive(image.layout, image.tag, tmp_path / "tf.tar",
+                                    "localhost/auditor-probe-tensorflow-cpu:t")
+    engine.load(archive)
+    archive.unlink()
+    out = tmp_path / "probe.json"
+    proc = probe(engine, "docker-daemon:localhost/auditor-probe-tensorflow-cpu:t", "--repeats", "2",
+                 "--cache-dir", str(tmp_path / "cache"), "-o", f"json={out}")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    jsonschema.validate(report, REPORT_SCHEMA)
+    assert report["counts"]["failed"] == 0, report["failures"]
+    tf = report["runs"][0]["output"]["environment"]["frameworks"]["tensorflow"]
+    assert tf["version"] == image.facts["dists"]["tensorflow_cpu"]
+    models = {m["name"]: m for m in report["models"]}
+    assert {"tensorflow.cnn", "tensorflow.bilstm", "tensorflow.dense"} <= set(models), sorted(models)
+    for name in ("tensorflow.cnn", "tensorflow.bilstm", "tensorflow.dense"):
+        assert models[name]["verdict"] == "identical", models[name]["summary"]
+    for trained in report["runs"][0]["output"]["models"]:  # they learned something
+        assert trained["accuracy"] > trained["chance"] + 0.05, trained
+    assert report["findings"] == [], report["findings"]
