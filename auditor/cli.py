@@ -20,6 +20,7 @@ from auditor.cli_common import (
     report,
 )
 from auditor.cli_diff import diff
+from auditor.cli_lock import lock
 from auditor.cli_probe import probe
 from auditor.cli_rules import rules
 from auditor.errors import EXIT_FINDINGS, InputError
@@ -34,6 +35,7 @@ def main() -> None:
 main.add_command(rules)
 main.add_command(diff)
 main.add_command(probe)
+main.add_command(lock)
 
 
 @main.command()

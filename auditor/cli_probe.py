@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from auditor.cli_common import _err_console, cache_option, handle_errors, prepare_outputs, report
+from auditor.cli_common import _err_console, _parse_env, cache_option, handle_errors, prepare_outputs, report
 from auditor.errors import EXIT_FINDINGS, InputError
 from auditor.report.formats import PROBE_FORMATS
 
@@ -59,7 +59,7 @@ def probe() -> None:
 @click.option("--vary", multiple=True, metavar="KEY=V1,V2",
               help="A variation: threads=1,2, seed=0,1, deterministic=true,false, or env.NAME=a,b "
                    "(e.g. env.OPENBLAS_CORETYPE=Haswell,Prescott). Several make a matrix.")
-@click.option("--env", "env", multiple=True, metavar="NAME=VALUE",
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", callback=_parse_env,
               help="Set a variable in every container (after the image's own Env), e.g. "
                    "LD_LIBRARY_PATH=/opt/blas as a scheduler's module system would. Repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -79,15 +79,16 @@ def probe() -> None:
 @probe_report_options
 @cache_option
 @handle_errors
-def probe_run(reference: str, repeats: int, vary: tuple[str, ...], env: tuple[str, ...], seed: int,
-              threads: int | None, nondeterministic: bool, models: str | None, gpu: bool, timeout: float,
+def probe_run(reference: str, repeats: int, vary: tuple[str, ...], env: tuple[tuple[str, str], ...],
+              seed: int, threads: int | None, nondeterministic: bool, models: str | None, gpu: bool,
+              timeout: float,
               baselines: tuple[str, ...], crosscheck: bool, engine_host: str | None, fmt: str,
               outputs: tuple[str, ...], claims: tuple[str, ...], tolerances: tuple[str, ...],
               force: bool, fail_on_divergence: bool, cache_dir: str | None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from auditor.probe.compare import classify, load_baseline, parse_claim, parse_tolerance
-    from auditor.probe.runner import ProbeConfig, parse_env, parse_variations, run_matrix
+    from auditor.probe.runner import ProbeConfig, parse_variations, run_matrix
     from auditor.sources.engine import connect_engine
 
     targets = prepare_outputs(fmt, outputs, PROBE_FORMATS)
@@ -96,13 +97,12 @@ def probe_run(reference: str, repeats: int, vary: tuple[str, ...], env: tuple[st
     for tolerance in tolerances:
         parse_tolerance(tolerance)
     variations = parse_variations(vary)
-    environment = parse_env(env)
     baseline_docs = [(path, _read_json(path)) for path in baselines]
     engine, name = _engine_image(reference)
     client, _host = connect_engine(engine, engine_host)
     image = _image_facts(client, name, reference)
     base = ProbeConfig(seed=seed, device="gpu" if gpu else "cpu", threads=threads,
-                       deterministic=not nondeterministic, env=environment,
+                       deterministic=not nondeterministic, env=tuple(dict(env).items()),
                        models=tuple(m.strip() for m in models.split(",") if m.strip()) if models else None)
     total = repeats * max(1, len(variations))
     with Progress(TextColumn("probe {task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -188,24 +188,6 @@ def _check_vary_value(raw: str, key: str, value: str) -> None:
         raise InputError(f"--vary {raw!r}: a value holds a NUL character")
 
 
-def parse_env(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``--env NAME=VALUE`` values -> (name, value) pairs, in order, for every container.
-
-    Raises :class:`InputError` (one line) on a missing ``=``, an invalid name, a name given twice
-    or a NUL character."""
-    pairs: dict[str, str] = {}
-    for raw in values:
-        name, sep, value = raw.partition("=")
-        if not sep or not _ENV_NAME.match(name):
-            raise InputError(f"--env {raw!r}: expected NAME=VALUE with NAME an environment variable name")
-        if name in pairs:
-            raise InputError(f"--env {raw!r}: {name} is given twice")
-        if "\0" in value:
-            raise InputError(f"--env {raw!r}: the value holds a NUL character")
-        pairs[name] = value
-    return tuple(pairs.items())
-
-
 def apply_variation(base: ProbeConfig, variation: Mapping[str, str]) -> ProbeConfig:
     """``base`` with a variation's values (as parsed by :func:`parse_variations`) applied."""
     config = base

@@ -40,7 +40,6 @@ from auditor.probe.runner import (
     container_environment,
     gpu_run_kwargs,
     network_refusal,
-    parse_env,
     parse_payload_output,
     parse_variations,
     run_matrix,
@@ -125,26 +124,6 @@ def test_variation_applies_to_the_config_and_the_environment() -> None:
     env = container_environment(config)
     assert env == {"HOME": "/tmp", "PYTHONHASHSEED": "5", "OMP_NUM_THREADS": "2",
                    "MKL_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "A": "varied"}
-
-
-def test_env_pairs_in_order_values_verbatim() -> None:
-    assert parse_env(["LD_LIBRARY_PATH=/opt/blas:/x", "B=a=b", "C="]) == (
-        ("LD_LIBRARY_PATH", "/opt/blas:/x"), ("B", "a=b"), ("C", ""))
-    assert parse_env([]) == ()
-
-
-@pytest.mark.parametrize(("value", "says"), [
-    ("NOEQUALS", "expected NAME=VALUE"), ("1X=a", "expected NAME=VALUE"), ("=a", "expected NAME=VALUE"),
-    ("A-B=c", "expected NAME=VALUE"), ("A=\0", "NUL character")])
-def test_bad_env_is_one_line_input_error(value: str, says: str) -> None:
-    with pytest.raises(InputError, match=says) as raised:
-        parse_env([value])
-    assert "\n" not in str(raised.value)
-
-
-def test_env_given_twice_is_refused() -> None:
-    with pytest.raises(InputError, match="A is given twice"):
-        parse_env(["A=1", "A=2"])
 
 
 def test_no_threads_sets_no_thread_variables_and_env_wins() -> None:
