@@ -14,11 +14,12 @@
 #   zstd             zstd-compressed layers
 #   make             the test entry point (make test)
 #   rpm              rpmbuild and rpm --justdb write the real rpmdb.sqlite of the inventory tests
+#   dpkg-dev         dpkg-scanpackages, the Packages index of the lock tests' flat apt repository
 set -euo pipefail
 
 PACKAGES=(
     docker-registry skopeo podman runc uidmap fuse-overlayfs umoci mmdebstrap apache2-utils
-    gcc gcc-aarch64-linux-gnu musl-tools zstd make rpm
+    gcc gcc-aarch64-linux-gnu musl-tools zstd make rpm dpkg-dev
 )
 # More can be added for one run: EXTRA_SYSTEM_PACKAGES="slurm-wlm munge" scripts/setup-system.sh
 read -r -a EXTRA <<<"${EXTRA_SYSTEM_PACKAGES:-}"

@@ -11,6 +11,7 @@ from auditor.sources.cache import BlobCache
 pytest_plugins = [
     "tests.registry_fixtures",
     "tests.engine_fixtures",
+    "tests.lock_fixtures",
 ]
 
 
