@@ -16,6 +16,7 @@ version is unknown or only a major number, when a different file may well be a d
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from packaging.utils import canonicalize_name
@@ -294,7 +295,8 @@ def env_relevant(name: str) -> bool:
     return name.startswith(ENV_PREFIXES) or name in ENV_NAMES
 
 
-def _env_map(config: dict[str, Any]) -> dict[str, str]:
+def env_map(config: Mapping[str, Any]) -> dict[str, str]:
+    """An image config's ``Env`` list as name -> value."""
     out = {}
     for item in config.get("Env") or []:
         name, _, value = str(item).partition("=")
@@ -305,7 +307,7 @@ def _env_map(config: dict[str, Any]) -> dict[str, str]:
 def _env(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for kind, a, b, relevant in (
-        ("env", _env_map(old), _env_map(new), env_relevant),
+        ("env", env_map(old), env_map(new), env_relevant),
         ("label", old.get("Labels") or {}, new.get("Labels") or {}, lambda k: bool(LABEL_RE.search(k))),
     ):
         for name in sorted(set(a) | set(b)):

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from auditor.diff import env_map
 from auditor.lock.model import Change, LockPlan, Pin, Setting, Unlockable
 from auditor.lock.plan import HashLookup, settings_from_findings
 from auditor.model import SEVERITIES
@@ -160,11 +161,7 @@ def _env_value(plan: LockPlan, document: Mapping[str, Any], name: str) -> str | 
     for setting in plan.env:
         if setting.name == name:
             return setting.value
-    for entry in (document.get("config") or {}).get("Env") or []:
-        key, _, value = str(entry).partition("=")
-        if key == name:
-            return value
-    return None
+    return env_map(document.get("config") or {}).get(name)
 
 
 def _choose_cuda(current: str | None, available: list[str]) -> str:

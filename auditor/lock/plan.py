@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from auditor import __version__
+from auditor.diff import env_map
 from auditor.errors import InputError
 from auditor.lock.model import Base, LockPlan, Pin, Setting, Sources, Unlockable
 from auditor.reference import parse_reference
@@ -185,20 +186,12 @@ def _plan_python_packages(plan: LockPlan, document: Mapping[str, Any],
 
 # -- environment, labels, the rest of the config --------------------------------------------
 
-def _env(config: Mapping[str, Any]) -> dict[str, str]:
-    out = {}
-    for entry in config.get("Env") or []:
-        name, _, value = str(entry).partition("=")
-        out[name] = value
-    return out
-
-
 def _plan_config(plan: LockPlan, document: Mapping[str, Any],
                  base_document: Mapping[str, Any] | None) -> None:
     config = document.get("config") or {}
     base_config = (base_document or {}).get("config") or {} if plan.base.proved else config
-    base_env = _env(base_config)
-    for name, value in _env(config).items():
+    base_env = env_map(base_config)
+    for name, value in env_map(config).items():
         if base_env.get(name) != value:
             plan.env.append(Setting(name, value, "the image's Env"))
     base_labels = base_config.get("Labels") or {}
