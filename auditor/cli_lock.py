@@ -90,9 +90,9 @@ def _lock(reference: str, out_dir: Path | None, force: bool, dry_run: bool, base
           extra_index_urls: tuple[str, ...], fix: bool, options: dict[str, Any]) -> None:
     from auditor.cli_diff import audit_document
     from auditor.lock.fix import add_finding_settings, apply_fixes
-    from auditor.lock.index import hash_lookup
+    from auditor.lock.index import apt_versions, hash_lookup
     from auditor.lock.output import print_recipe, write_recipe
-    from auditor.lock.plan import LockOptions, base_candidate, plan_lock, prove_base
+    from auditor.lock.plan import LockOptions, base_candidate, check_apt_versions, plan_lock, prove_base
     from auditor.lock.writers import recipe_files
     from auditor.rules.pack import load_packs
 
@@ -109,6 +109,8 @@ def _lock(reference: str, out_dir: Path | None, force: bool, dry_run: bool, base
     add_finding_settings(plan, document.get("findings") or [], fixes)
     if fix:
         apply_fixes(plan, document, fixes, hashes)
+    if any(p.kind == "deb" for p in plan.os_packages) and plan.sources.apt:
+        check_apt_versions(plan, *apt_versions(plan.sources.apt))
     files = recipe_files(plan, lock_options.lock_date)
     files[SOURCE_AUDIT] = lambda: iter(json.dumps(document, indent=1).splitlines())
     if dry_run:

@@ -104,3 +104,43 @@ def hash_lookup(index_url: str, extra_index_urls: Sequence[str] = (),
         return f"{name} {version} is in none of the indexes given ({given})"
 
     return lookup
+
+
+def apt_versions(sources: Sequence[str], session: requests.Session | None = None,
+                 timeout: float = 30.0, arch: str = "amd64") -> tuple[dict[str, set[str]], list[str]]:
+    """Package -> versions the apt ``sources`` lines offer (flat ``URL ./`` repositories and
+    ``URL SUITE COMPONENT…`` archives, from their ``Packages``/``Packages.gz``), and the lines
+    that could not be read (their packages are then not checked)."""
+    import gzip
+
+    http = session or requests.Session()
+    offered: dict[str, set[str]] = {}
+    unread: list[str] = []
+    for line in sources:
+        words = [w for w in line.split() if not (w.startswith("[") or w.endswith("]") or "=" in w)]
+        if len(words) < 3 or words[0] != "deb":
+            unread.append(line)
+            continue
+        url, suite, components = words[1].rstrip("/") + "/", words[2], words[3:]
+        pages = ([f"{url}{suite.strip('/')}/Packages".replace("/./", "/")] if suite.endswith("/") else
+                 [f"{url}dists/{suite}/{c}/binary-{arch}/Packages" for c in components])
+        for page in pages:
+            body = None
+            for candidate, unpack in ((page + ".gz", gzip.decompress), (page, lambda b: b)):
+                try:
+                    response = http.get(candidate, timeout=timeout)
+                    if response.status_code == 200 and len(response.content) < MAX_PAGE:
+                        body = unpack(response.content)
+                        break
+                except (requests.RequestException, OSError, EOFError):
+                    continue
+            if body is None:
+                unread.append(line)
+                break
+            name = None
+            for text in body.decode("utf-8", "replace").splitlines():
+                if text.startswith("Package:"):
+                    name = text.split(":", 1)[1].strip()
+                elif text.startswith("Version:") and name:
+                    offered.setdefault(name, set()).add(text.split(":", 1)[1].strip())
+    return offered, sorted(set(unread))

@@ -72,6 +72,21 @@ def prove_base(document: Mapping[str, Any], base_document: Mapping[str, Any] | N
                 len(base_ids))
 
 
+def check_apt_versions(plan: LockPlan, offered: Mapping[str, set[str]], unread: Sequence[str]) -> None:
+    """Pins the recipe would install that the apt sources do not offer become unlockable (the
+    recipe could not build with them); sources that could not be read are said."""
+    keep = []
+    for pin in plan.os_packages:
+        installed = pin.kind == "deb" and (plan.base.proved or pin.fix is not None)
+        if installed and not unread and pin.version not in offered.get(pin.name, set()):
+            plan.unlockable.append(Unlockable("deb", pin.name, pin.version, "not in the apt sources given"))
+            continue
+        keep.append(pin)
+    plan.os_packages = keep
+    for line in unread:
+        plan.notes.append(f"Not checked against {line!r} (unreadable here).")
+
+
 def plan_lock(document: Mapping[str, Any], base: Base, base_document: Mapping[str, Any] | None,
               options: LockOptions, hashes: HashLookup) -> LockPlan:
     """The recipe's plan: what is added on top of ``base`` (everything, when it is not proved)."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
-from auditor.lock.index import files_of_page, hash_lookup
+from auditor.lock.index import apt_versions, files_of_page, hash_lookup
 from fixtures.elf_libs import wheel
 from fixtures.package_servers import serve_directory, simple_index
 
@@ -32,3 +33,29 @@ def test_pep_691_json_pages() -> None:
                                   "hashes": {"sha256": "ab" * 32}}]}).encode()
     assert files_of_page(body, "application/vnd.pypi.simple.v1+json", "https://x/simple/six/") == [
         ("six-1.16.0-py2.py3-none-any.whl", "ab" * 32)]
+
+
+def test_apt_versions_of_a_served_flat_repository_and_pins_it_lacks(tmp_path: Path) -> None:
+    from auditor.lock.model import Base, LockPlan, Pin, Sources
+    from auditor.lock.plan import check_apt_versions
+    from fixtures.debs import debian_debs
+    from fixtures.package_servers import apt_flat_repository
+
+    debs = debian_debs(("libonig5",), "lock")
+    apt_flat_repository(debs, tmp_path / "repo")
+    version = subprocess.run(["dpkg-deb", "-f", str(debs[0]), "Version"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    with serve_directory(tmp_path / "repo") as url:
+        line = f"deb [trusted=yes] {url}/ ./"
+        offered, unread = apt_versions([line])
+        assert offered == {"libonig5": {version}} and unread == []
+        plan = LockPlan(source={}, os=None, base=Base("b", "sha256:" + "0" * 64, True, "", 1),
+                        sources=Sources(apt=(line,)),
+                        os_packages=[Pin("deb", "libonig5", version, "status"),
+                                     Pin("deb", "libonig5-old", "1.0", "status")])
+        check_apt_versions(plan, offered, unread)
+        assert [p.name for p in plan.os_packages] == ["libonig5"]
+        assert [(u.name, u.reason) for u in plan.unlockable] == [
+            ("libonig5-old", "not in the apt sources given")]
+    offered, unread = apt_versions([line])  # the server is gone: said, nothing checked
+    assert unread == [line]
