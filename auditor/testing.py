@@ -289,8 +289,8 @@ def _in_memory(layout: _Layout, layers: Iterable[LayerBuilder | bytes],
 
 
 def _write_image(layout: _Layout, layers: list[_Layer], platform: Platform,
-                 config: Mapping[str, Any] | None,
-                 history: list[str] | None) -> tuple[dict[str, Any], BuiltImage]:
+                 config: Mapping[str, Any] | None, history: list[str] | None,
+                 annotations: Mapping[str, str] | None = None) -> tuple[dict[str, Any], BuiltImage]:
     """The config and manifest around layers already in the layout: (manifest descriptor, image)."""
     diff_ids = [layer.diff_id for layer in layers]
     descs = [layer.descriptor for layer in layers]
@@ -303,6 +303,8 @@ def _write_image(layout: _Layout, layers: list[_Layer], platform: Platform,
                    "size": len(config_bytes)},
         "layers": descs,
     }
+    if annotations:
+        manifest["annotations"] = dict(annotations)
     manifest_bytes = json.dumps(manifest, indent=2).encode()
     desc = {"mediaType": mt.OCI_MANIFEST, "digest": layout.blob(manifest_bytes),
             "size": len(manifest_bytes)}
@@ -312,8 +314,9 @@ def _write_image(layout: _Layout, layers: list[_Layer], platform: Platform,
 
 
 def _tagged_image(layout: _Layout, layers: list[_Layer], tag: str, platform: Platform,
-                  config: Mapping[str, Any] | None, history: list[str] | None) -> BuiltImage:
-    desc, built = _write_image(layout, layers, platform, config, history)
+                  config: Mapping[str, Any] | None, history: list[str] | None,
+                  annotations: Mapping[str, str] | None = None) -> BuiltImage:
+    desc, built = _write_image(layout, layers, platform, config, history, annotations)
     layout.tag(desc, tag)
     return BuiltImage(**{**built.__dict__, "tag": tag})
 
@@ -322,13 +325,15 @@ def build_oci_layout(path: str | os.PathLike[str], layers: Iterable[LayerBuilder
                      tag: str = "latest", compression: str = "gzip",
                      platform: Platform = Platform("linux", "amd64"),
                      config: Mapping[str, Any] | None = None,
-                     history: list[str] | None = None) -> BuiltImage:
-    """Write (or add to) an OCI image layout holding one image under ``tag``.
+                     history: list[str] | None = None,
+                     annotations: Mapping[str, str] | None = None) -> BuiltImage:
+    """Write (or add to) an OCI image layout holding one image under ``tag`` (``annotations``:
+    the manifest's, e.g. ``org.opencontainers.image.base.name``).
 
     Layers are built in memory: for small images. Big ones: ``build_oci_layout_from_tars``."""
     layout = _Layout(Path(path))
     return _tagged_image(layout, _in_memory(layout, layers, compression), tag, platform, config,
-                         history)
+                         history, annotations)
 
 
 def build_oci_layout_from_tars(path: str | os.PathLike[str],

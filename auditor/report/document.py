@@ -23,6 +23,14 @@ CONFIG_KEYS = ("User", "Env", "Entrypoint", "Cmd", "WorkingDir", "Labels", "Expo
                "Volumes", "StopSignal", "Shell")
 
 
+def _annotations(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's string annotations (``org.opencontainers.image.base.name``, …), when any."""
+    raw = manifest.get("annotations")
+    found = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(raw, dict) else {}
+    return {"annotations": found} if found else {}
+
+
 def build_document(result: AuditResult) -> dict[str, Any]:
     image, index = result.image, result.index
     config = image.config.get("config") if isinstance(image.config.get("config"), dict) else {}
@@ -52,6 +60,7 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             "author": image.config.get("author"),
             "compressed_size": sum(layer.size for layer in image.layers),
             "source": result.facts,
+            **_annotations(image.manifest),
         },
         "layers": [
             {

@@ -77,3 +77,20 @@ def test_lock_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
         assert proc.returncode == 2, (args, proc.stderr)
         assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert [p.name for p in existing.iterdir()] == ["keep"]
+
+
+def test_the_base_annotations_reach_the_report_and_name_the_base_candidate(tmp_path: Path) -> None:
+    from auditor.audit import AuditOptions, audit
+    from auditor.lock.plan import base_candidate
+    from auditor.report.document import build_document, report_schema
+    from auditor.testing import LayerBuilder, build_oci_layout
+
+    digest = "sha256:" + "e" * 64
+    build_oci_layout(tmp_path / "layout", [LayerBuilder().file("etc/os-release", "ID=debian\n")],
+                     tag="app", annotations={"org.opencontainers.image.base.name": "127.0.0.1:5000/base:1",
+                                             "org.opencontainers.image.base.digest": digest})
+    result = audit(f"oci:{tmp_path / 'layout'}:app", AuditOptions(cache_dir=str(tmp_path / "cache")))
+    document = build_document(result)
+    jsonschema.validate(document, report_schema())
+    assert document["image"]["annotations"]["org.opencontainers.image.base.digest"] == digest
+    assert base_candidate(document) == f"127.0.0.1:5000/base@{digest}"
