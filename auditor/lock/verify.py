@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from auditor.diff import diff_documents
 
 OS_KINDS = ("deb", "apk", "rpm")
@@ -15,11 +17,16 @@ OS_KINDS = ("deb", "apk", "rpm")
 def expected_packages(source: Mapping[str, Any], lock: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     """(type, name) -> version the rebuilt image must hold: the source's packages, with the
     versions ``--fix`` chose."""
-    out = {(p["type"], p["name"]): p["version"] for p in source.get("packages") or []}
+    out = {_key(p["type"], p["name"]): p["version"] for p in source.get("packages") or []}
     for pin in [*(lock.get("os_packages") or []), *(lock.get("python_packages") or [])]:
         if pin.get("fix"):
-            out[(pin["kind"], pin["name"])] = pin["version"]
+            out[_key(pin["kind"], pin["name"])] = pin["version"]
     return out
+
+
+def _key(kind: str, name: str) -> tuple[str, str]:
+    """Python names compare as pip compares them (PEP 503)."""
+    return kind, str(canonicalize_name(name)) if kind == "python" else name
 
 
 def verify_rebuild(source: Mapping[str, Any], rebuilt: Mapping[str, Any],
@@ -40,7 +47,7 @@ def verify_rebuild(source: Mapping[str, Any], rebuilt: Mapping[str, Any],
             problems.append(f"framework {change['name']}: {old.get('version') or '-'} -> "
                             f"{new.get('version') or '-'}")
     want = expected_packages(source, lock)
-    have = {(p["type"], p["name"]): p["version"] for p in rebuilt.get("packages") or []}
+    have = {_key(p["type"], p["name"]): p["version"] for p in rebuilt.get("packages") or []}
     for key in sorted(set(want) | set(have)):
         kind, name = key
         if want.get(key) == have.get(key):

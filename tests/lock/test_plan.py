@@ -195,3 +195,44 @@ def test_dry_run_prints_exactly_the_files(tmp_path: Path) -> None:
     write_recipe(files, tmp_path / "r", force=False)
     for name in files:
         assert f"==> {name} <==\n" + (tmp_path / "r" / name).read_text() in stream.getvalue()
+
+
+def test_no_package_database_is_said_and_apk_rpm_pins_are_written() -> None:
+    bare = {**SOURCE_DOC, "packages": [], "findings": []}
+    plan = plan_lock(bare, prove_base(bare, BASE_DOC, "127.0.0.1:5000/lock/base:bookworm"), BASE_DOC,
+                     OPTIONS, lookup)
+    assert "The image has no package database: no OS package is locked." in plan.notes
+    assert plan.os_packages == [] and "apt-get" not in rendered(plan)["Dockerfile.lock"]
+    alpine = {**SOURCE_DOC, "packages": [{**deb("musl", "1.2.3-r0"), "type": "apk"},
+                                         {**deb("openblas", "0.3.21-1.el9"), "type": "rpm"}],
+              "findings": []}
+    files = rendered(plan_lock(alpine, prove_base(alpine, BASE_DOC, "127.0.0.1:5000/lock/base:bookworm"),
+                               BASE_DOC, OPTIONS, lookup))
+    assert "RUN apk add --no-cache musl=1.2.3-r0" in files["Dockerfile.lock"]
+    assert "RUN dnf install -y openblas-0.3.21-1.el9 && dnf clean all" in files["Dockerfile.lock"]
+    assert files["apk.lock"].splitlines()[1:] == ["[install]", "musl=1.2.3-r0"]
+    assert check_dockerfile(files["Dockerfile.lock"], "Dockerfile.lock") == []
+
+
+def test_verify_compares_locked_sets_and_the_numeric_stack() -> None:
+    from auditor.lock.verify import verify_rebuild
+
+    def report(packages: list[dict[str, Any]], numeric: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"schema_version": "1", "findings": [], "image": {"digest": D, "image_id": "x",
+                "platform": "linux/amd64"}, "layers": [], "packages": packages, "numeric_stack": numeric,
+                "reference": {"canonical": "x"}, "config": {}}
+
+    openblas = [{"component": "openblas", "version": "0.3.21", "path": "usr/lib/libopenblas.so.0"}]
+    source = report([deb("jq", "1.6"), py("Six", "1.16.0", "x")], openblas)
+    same = report([deb("jq", "1.6"), py("six", "1.16.0", "x")], openblas)
+    assert verify_rebuild(source, same, {})["ok"] is True
+    drifted = report([deb("jq", "1.7"), py("six", "1.16.0", "x"), deb("extra", "1")],
+                     [{**openblas[0], "version": "0.3.26"}])
+    result = verify_rebuild(source, drifted, {})
+    assert result["ok"] is False
+    assert result["problems"] == ["numeric stack: openblas: 0.3.21 -> 0.3.26 (versions)",
+                                  "OS package extra 1: in the rebuilt image only",
+                                  "OS package jq: locked 1.6, rebuilt 1.7"]
+    fixed = {"os_packages": [{"kind": "deb", "name": "jq", "version": "1.7", "fix": "some-rule"}],
+             "changes": [{"finding": "some-rule", "component": "openblas", "change": "..."}]}
+    assert verify_rebuild(source, {**drifted, "packages": drifted["packages"][:2]}, fixed)["ok"] is True
