@@ -33,11 +33,13 @@ def build_recipe(directory: Path, engine_host: str | None, network: str | None) 
         client.images.build(path=str(directory), dockerfile="Dockerfile.lock", tag=tag, rm=True,
                             forcerm=True, pull=False, network_mode=network)
     except docker.errors.BuildError as err:
-        lines = [str(chunk.get("stream") or chunk.get("error") or "").rstrip()
-                 for chunk in err.build_log if isinstance(chunk, dict)]
-        tail = [line for text in lines for line in text.splitlines() if line.strip()][-LOG_TAIL:]
-        raise BuildFailed(f"the recipe in {directory} did not build: {err.msg}\n"
-                          + "\n".join(f"  | {line}" for line in tail)) from None
+        # the engine streams output in pieces that split lines: join them before taking the tail
+        text = "".join(str(chunk.get("stream") or "") for chunk in err.build_log if isinstance(chunk, dict))
+        tail = [line for line in text.splitlines() if line.strip()][-LOG_TAIL:]
+        reason = " ".join(str(err.msg).split())
+        reason = reason if len(reason) <= 160 else reason[:80] + " … " + reason[-70:]
+        raise BuildFailed(f"the recipe in {directory} did not build ({reason}); the build log's last "
+                          "lines:\n" + "\n".join(f"  | {line}" for line in tail)) from None
     except docker.errors.APIError as err:
         raise BuildFailed(f"the engine refused the build of {directory}: {err.explanation or err}") from None
     return tag

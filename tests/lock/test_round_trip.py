@@ -1,7 +1,8 @@
 """The lock round trip on real parts: a source image built by podman from a loopback apt
 repository and PEP 503 index over a base in a loopback registry -> `auditor lock` -> `auditor
 lock --verify` rebuilds the recipe with podman against the same servers and finds the same
-stack; a drifted recipe (six 1.17.0 instead of the image's 1.16.0) is caught with a clear diff."""
+stack; a drifted recipe (six 1.17.0 instead of the image's 1.16.0) is caught with a clear diff,
+and a recipe that cannot build says why (the build log's tail)."""
 
 from __future__ import annotations
 
@@ -79,5 +80,15 @@ def test_lock_rebuilds_the_same_stack_and_catches_drift(engine: Engine, lock_sou
         assert caught.returncode == 1, caught.stderr
         assert "differs: python package six: locked 1.16.0, rebuilt 1.17.0" in caught.stderr
         assert "differs from the source (1 differences)" in caught.stderr
+
+        broken = tmp_path / "broken"  # a version no archive has: the build fails, its log shown
+        shutil.copytree(out, broken)
+        jq = source.apt_repo.debs["jq"]
+        (broken / "Dockerfile.lock").write_text(dockerfile.replace(f"jq={jq} ", "jq=0.0-0 "))
+        failed = auditor(engine, tmp_path, "lock", "--verify", str(broken), "--build-network", "host")
+        assert failed.returncode == 1, failed.stderr
+        assert f"auditor: error: the recipe in {broken} did not build" in failed.stderr
+        assert "  | E: Version '0.0-0' for 'jq' was not found" in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr
     finally:
         remove_verify_images(engine)
