@@ -30,6 +30,7 @@ class Pin:
     arch: str | None = None
     hashes: tuple[str, ...] = ()
     fix: str | None = None  # the finding whose fix chose this version
+    layer: int | None = None  # the layer whose package database or metadata recorded it
 
 
 @dataclass(frozen=True)

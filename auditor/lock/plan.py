@@ -126,7 +126,7 @@ def _plan_os_packages(plan: LockPlan, document: Mapping[str, Any],
             continue
         plan.os_packages.append(Pin(package["type"], package["name"], package["version"],
                                     f"{package['path']} (layer {package.get('layer')})",
-                                    arch=package.get("arch")))
+                                    arch=package.get("arch"), layer=package.get("layer")))
     if base_packages is not None:
         present = {(p["type"], p["name"]) for p in packages}
         removed = sorted({name for kind, name, _ in base_packages
@@ -134,33 +134,40 @@ def _plan_os_packages(plan: LockPlan, document: Mapping[str, Any],
         for name in removed:
             plan.unlockable.append(Unlockable("os", name, None, "in the base but removed from the "
                                               "image: the recipe does not remove it"))
-    plan.sources = Sources(apt=options.apt_sources or _snapshot_sources(plan),
+    stamp = None if options.apt_sources else _snapshot_stamp(document, plan.os_packages)
+    plan.sources = Sources(apt=options.apt_sources or _snapshot_sources(plan, stamp),
                            index_url=plan.sources.index_url,
-                           extra_index_urls=plan.sources.extra_index_urls,
-                           snapshot=None if options.apt_sources else _snapshot_stamp(plan))
+                           extra_index_urls=plan.sources.extra_index_urls, snapshot=stamp)
 
 
-def _snapshot_stamp(plan: LockPlan) -> str | None:
-    created = plan.source.get("created")
+def _snapshot_stamp(document: Mapping[str, Any], pins: Sequence[Pin]) -> str | None:
+    """When the packages were installed: the history entry of the last layer that wrote the
+    package database (a dated archive shows only the versions current at its date), else the
+    image's creation time."""
+    layers = [p.layer for p in pins if p.kind == "deb" and isinstance(p.layer, int)]
+    created = (document.get("image") or {}).get("created")
+    if layers:
+        entries = [h for h in document.get("history") or [] if not h.get("empty_layer")]
+        if max(layers) < len(entries) and entries[max(layers)].get("created"):
+            created = entries[max(layers)]["created"]
     if not isinstance(created, str) or not re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", created):
         return None
     return created[:19].replace("-", "").replace(":", "") + "Z"
 
 
-def _snapshot_sources(plan: LockPlan) -> tuple[str, ...]:
-    """The distribution's archive as it was when the image was built (snapshot.debian.org or
-    snapshot.ubuntu.com at the image's creation time), for the packages added on top."""
+def _snapshot_sources(plan: LockPlan, stamp: str | None) -> tuple[str, ...]:
+    """The distribution's archive as it was when the packages were installed
+    (snapshot.debian.org or snapshot.ubuntu.com at that time), for the packages added on top."""
     if not any(p.kind == "deb" for p in plan.os_packages):
         return ()
     os_id = (plan.os or {}).get("id")
     codename = (plan.os or {}).get("version_codename")
-    stamp = _snapshot_stamp(plan)
     if os_id not in DEBIAN_LIKE or not codename or not stamp:
         plan.notes.append("No dated archive could be chosen (unknown distribution, codename or "
                           "creation time): give --apt-source lines.")
         return ()
-    plan.notes.append(f"OS packages come from the {os_id} archive snapshot of {stamp} (the image's "
-                      "creation time).")
+    plan.notes.append(f"OS packages come from the {os_id} archive snapshot of {stamp} (when the "
+                      "layer that installed them was made).")
     if os_id == "debian":
         root = f"http://snapshot.debian.org/archive/debian/{stamp}/"
         security = f"http://snapshot.debian.org/archive/debian-security/{stamp}/"

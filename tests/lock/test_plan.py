@@ -155,12 +155,22 @@ def test_dockerfile_lock_has_no_unpinned_reference() -> None:
     assert document["python_packages"][0]["hashes"] == [HASH]
 
 
-def test_snapshot_archive_dated_from_the_image() -> None:
+def test_snapshot_archive_dated_when_the_packages_were_installed() -> None:
     base = prove_base(SOURCE_DOC, BASE_DOC, "127.0.0.1:5000/lock/base:bookworm")
     plan = plan_lock(SOURCE_DOC, base, BASE_DOC, LockOptions(lock_date="2026-11-24"), lookup)
-    assert plan.sources.snapshot == "20261120T083015Z"
+    assert plan.sources.snapshot == "20261120T083015Z"  # no history: the image's creation time
     assert plan.sources.apt[0] == ("deb [check-valid-until=no] http://snapshot.debian.org/archive/debian/"
                                    "20261120T083015Z/ bookworm main")
+    history = [{"created": "2026-11-01T10:00:00Z", "created_by": "debootstrap"},
+               {"created": "2026-11-02T00:00:00Z", "created_by": "ENV A=1", "empty_layer": True},
+               {"created": "2026-11-03T12:00:00Z", "created_by": "RUN apt-get install jq"},
+               {"created": "2026-11-20T08:30:15Z", "created_by": "RUN pip install six"}]
+    source = copy.deepcopy(SOURCE_DOC)
+    source["history"] = history
+    for package in source["packages"]:
+        package["layer"] = 1 if package["name"] == "jq" else package["layer"]
+    plan = plan_lock(source, base, BASE_DOC, LockOptions(lock_date="2026-11-24"), lookup)
+    assert plan.sources.snapshot == "20261103T120000Z"  # the layer that wrote dpkg's status
 
 
 def test_recipe_directory_is_written_whole_and_never_over_an_existing_one(tmp_path: Path) -> None:
