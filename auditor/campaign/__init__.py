@@ -1,0 +1,1 @@
+"""Campaigns: the probe and the audit across many machines and images, aggregated."""
