@@ -15,13 +15,15 @@
 #   make             the test entry point (make test)
 #   rpm              rpmbuild and rpm --justdb write the real rpmdb.sqlite of the inventory tests
 #   dpkg-dev         dpkg-scanpackages, the Packages index of the lock tests' flat apt repository
+#   slurm-wlm        slurmctld, slurmd, sbatch...: a real one-node Slurm cluster (campaign backend)
+#   munge            munged, Slurm's authentication (the fixture runs its own, with a private key)
 set -euo pipefail
 
 PACKAGES=(
     docker-registry skopeo podman runc uidmap fuse-overlayfs umoci mmdebstrap apache2-utils
-    gcc gcc-aarch64-linux-gnu musl-tools zstd make rpm dpkg-dev
+    gcc gcc-aarch64-linux-gnu musl-tools zstd make rpm dpkg-dev slurm-wlm munge
 )
-# More can be added for one run: EXTRA_SYSTEM_PACKAGES="slurm-wlm munge" scripts/setup-system.sh
+# More can be added for one run: EXTRA_SYSTEM_PACKAGES="pkg1 pkg2" scripts/setup-system.sh
 read -r -a EXTRA <<<"${EXTRA_SYSTEM_PACKAGES:-}"
 PACKAGES+=("${EXTRA[@]}")
 
@@ -80,7 +82,7 @@ if [ ! -e /etc/containers/policy.json ]; then
         "${SUDO[@]}" tee /etc/containers/policy.json >/dev/null
 fi
 
-for tool in docker-registry skopeo podman runc umoci mmdebstrap htpasswd gcc zstd make; do
+for tool in docker-registry skopeo podman runc umoci mmdebstrap htpasswd gcc zstd make sbatch munge; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "setup-system.sh: $tool is still missing after the install" >&2
         exit 1

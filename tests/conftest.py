@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.registry_fixtures",
     "tests.engine_fixtures",
     "tests.lock_fixtures",
+    "tests.slurm_fixtures",
 ]
 
 
