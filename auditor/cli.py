@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from auditor import __version__
+from auditor.cli_campaign import campaign
 from auditor.cli_common import (
     FORMATS,
     _err_console,
@@ -36,6 +37,7 @@ main.add_command(rules)
 main.add_command(diff)
 main.add_command(probe)
 main.add_command(lock)
+main.add_command(campaign)
 
 
 @main.command()
