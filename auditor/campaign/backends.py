@@ -84,6 +84,13 @@ def _slurm(command: list[str], env: dict[str, str], gone_ok: bool = False) -> st
     return proc.stdout
 
 
+def _submission_error(problem: EnvironmentProblem) -> str:
+    """What sbatch said, without the reachability hint (the scheduler answered)."""
+    text = str(problem).rsplit("): is slurmctld reachable", 1)[0]
+    text = text.removeprefix("sbatch failed (")
+    return text.replace("sbatch: error: ", "")
+
+
 def run_slurm(results: Path, jobs: Sequence[Job], auditor: Sequence[str], campaign: str,
               backend: dict[str, Any], progress: Progress | None = None,
               env: dict[str, str] | None = None, timeout: float | None = None) -> list[str]:
@@ -100,7 +107,18 @@ def run_slurm(results: Path, jobs: Sequence[Job], auditor: Sequence[str], campai
             (folder / f"{target.name}.jobs").write_text("\n".join(job_ids) + "\n")
             script = folder / f"{target.name}.sh"
             script.write_text(slurm_script(results, target, job_ids, auditor, campaign, backend))
-            slurm_id = _slurm(["sbatch", "--parsable", str(script)], environment).strip().split(";")[0]
+            try:
+                slurm_id = _slurm(["sbatch", "--parsable", str(script)], environment).strip().split(";")[0]
+            except EnvironmentProblem as problem:
+                try:  # does the scheduler answer at all? if not, nothing of the campaign can run
+                    _slurm(["squeue", "-h", "-o", "%i"], environment)
+                except EnvironmentProblem:
+                    raise problem from None
+                for job_id in job_ids:  # the request itself (a GPU, a constraint no node has)
+                    record_lost(results, job_id, f"target {target.name}: {_submission_error(problem)}")
+                    if progress:
+                        progress(job_id)
+                continue
             arrays.append((slurm_id, target, job_ids))
         _follow(results, arrays, environment, progress, timeout)
     except BaseException:

@@ -53,14 +53,23 @@ def test_a_task_that_dies_without_a_result_is_recorded(slurm: Any, tmp_path: Pat
 
 
 def test_no_reachable_scheduler_is_an_environment_problem(tmp_path: Path) -> None:
+    """A cluster configuration whose controller does not answer (a closed port on loopback): one
+    line, exit-3 class, naming the configuration tried. (A missing slurm.conf makes Slurm look
+    for a configuration server for a minute before it gives up, so the test uses this.)"""
+    from fixtures.registry_server import free_port
+
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(f"ClusterName=gone\nSlurmctldHost=gone(127.0.0.1)\nSlurmctldPort={free_port()}\n"
+                    "MessageTimeout=2\nNodeName=gone CPUs=1\nPartitionName=p Nodes=gone\n")
     results = tmp_path / "results"
     jobs = audit_jobs(small_images(tmp_path, 1))
     prepare_results(results, {"name": "fleet"}, jobs, force=False)
-    env = {"SLURM_CONF": str(tmp_path / "missing-slurm.conf"), "PATH": os.environ["PATH"]}
+    env = {"SLURM_CONF": str(conf), "PATH": os.environ["PATH"]}
     with pytest.raises(EnvironmentProblem) as raised:
         run_slurm(results, jobs, AUDITOR, "fleet", {}, env=env, timeout=30)
     message = str(raised.value)
-    assert message.startswith("sbatch failed") and "missing-slurm.conf" in message and "\n" not in message
+    assert message.startswith("sbatch failed") and "Unable to contact slurm controller" in message
+    assert str(conf) in message and "\n" not in message
 
 
 @pytest.mark.slow
@@ -97,3 +106,20 @@ def test_auditor_campaign_audit_of_five_fixture_images_through_slurm(slurm: Any,
     assert stacks["tf-cudnn81"]["cudnn"].startswith("8.1.0")
     assert stacks["tf-cudnn821"]["cudnn"].startswith("8.2.1")
     assert "cudnn-8.1-birnn-nondeterminism" in (results / "report.md").read_text()
+
+
+def test_a_target_no_node_can_serve_fails_its_cells_and_the_campaign_goes_on(slurm: Any,
+                                                                              tmp_path: Path) -> None:
+    """A GPU target on a cluster without GPUs: sbatch refuses that array; its jobs are recorded
+    with Slurm's reason, and the other target's jobs run."""
+    from auditor.campaign.spec import Target
+
+    results = tmp_path / "results"
+    images = small_images(tmp_path, 1)
+    gpu_target = Target("a100", gpu=True, gres="gpu:a100:1")
+    jobs = [*audit_jobs(images, Target("cpu")), *audit_jobs(images, gpu_target)]
+    prepare_results(results, {"name": "mixed"}, jobs, force=False)
+    run_slurm(results, jobs, AUDITOR, "mixed", {}, env=slurm.env, timeout=300)
+    cpu, gpu = (json.loads((results / "jobs" / job.job_id / "job.json").read_text()) for job in jobs)
+    assert cpu["error"] is None and cpu["exit_code"] == 0, cpu
+    assert gpu["error"] == "target a100: Invalid generic resource (gres) specification", gpu
