@@ -106,3 +106,22 @@ def test_local_backend_runs_a_fleet_of_five_audits(tmp_path: Path) -> None:
         record = json.loads((results / "jobs" / job.job_id / "job.json").read_text())
         assert record["error"] is None, record
         assert (results / "jobs" / job.job_id / "report.json").is_file()
+
+
+def test_campaign_cli_bad_input_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "bad.yaml").write_text("campaign: 1\nname: x\nimages: []\ntargets: [{name: a}]\n")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["run", str(tmp_path / "bad.yaml"), "-o", str(tmp_path / "r")], 2, "bad.yaml:3: images"),
+        (["run", str(tmp_path / "bad.yaml"), "-o", str(tmp_path / "r"), "--dry-run"], 2, "bad.yaml:3"),
+        (["report", str(tmp_path / "empty")], 2, "no jobs/ folder: not a campaign's results"),
+        (["audit", "-o", str(tmp_path / "r")], 2, "give --images FILE or --repo REGISTRY/NAME"),
+    ]
+    for args, code, says in cases:
+        proc = subprocess.run([sys.executable, "-m", "auditor", "campaign", *args], capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert proc.returncode == code and says in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "r").exists()  # nothing written for bad input
