@@ -62,7 +62,8 @@ def campaign_run(campaign_file: str, out_dir: str, backend: str | None, parallel
         settings["namespace"] = namespace or settings.get("namespace")
         settings["campaign"] = spec
     if dry_run:
-        from auditor.campaign.kubernetes import default_namespace, write_manifests
+        from auditor.campaign.kube_manifests import write_manifests
+        from auditor.campaign.kubernetes import default_namespace
 
         written = write_manifests(Path(out_dir).absolute(), spec, probe_jobs(spec),
                                   settings["namespace"] or default_namespace(), settings.get("parallel"))

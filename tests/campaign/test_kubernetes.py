@@ -1,4 +1,4 @@
-"""The Kubernetes backend of `auditor campaign` (auditor/campaign/kubernetes.py).
+"""The Kubernetes backend of `auditor campaign` (auditor/campaign/kube_manifests.py, kubernetes.py).
 
 No real cluster can exist here (no kube-apiserver, kind, k3s or minikube is installable on this
 machine; see shared/ENVIRONMENT.md), so:
@@ -39,23 +39,21 @@ import yaml
 from kubernetes import client
 
 from auditor.campaign.jobs import prepare_results
-from auditor.campaign.kubernetes import (
+from auditor.campaign.kube_manifests import (
     CAMPAIGN_LABEL,
-    INDEX_ANNOTATION,
     JOB_LABEL,
     MANAGED_BY,
     NAME_LIMIT,
     campaign_manifests,
-    default_namespace,
     dns_label,
     job_name,
     kubernetes_image,
     label_value,
     manifests,
     plan_runs,
-    run_kubernetes,
     write_manifests,
 )
+from auditor.campaign.kubernetes import INDEX_ANNOTATION, default_namespace, run_kubernetes
 from auditor.campaign.spec import JOB_SCHEMA, Campaign, parse_campaign, probe_jobs
 from auditor.errors import EXIT_ENVIRONMENT, EnvironmentProblem, InputError
 from auditor.probe.compare import load_baseline
