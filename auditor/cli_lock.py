@@ -109,7 +109,7 @@ def _lock(reference: str, out_dir: Path | None, force: bool, dry_run: bool, base
     add_finding_settings(plan, document.get("findings") or [], fixes)
     if fix:
         apply_fixes(plan, document, fixes, hashes)
-    if any(p.kind == "deb" for p in plan.os_packages) and plan.sources.apt:
+    if plan.sources.apt and any(p.kind == "deb" and (base.proved or p.fix) for p in plan.os_packages):
         check_apt_versions(plan, *apt_versions(plan.sources.apt))
     files = recipe_files(plan, lock_options.lock_date)
     files[SOURCE_AUDIT] = lambda: iter(json.dumps(document, indent=1).splitlines())
