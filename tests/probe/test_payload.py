@@ -411,8 +411,16 @@ def run_in_container(engine: Engine, image: Any, payload: Path, config: dict[str
     return document
 
 
+_LOADED: dict[tuple[int, str, tuple[str, ...]], Any] = {}  # (engine, tag, packages) -> image, per session
+
+
 def load_debian(engine: Engine, tmp_path_factory: pytest.TempPathFactory, packages: tuple[str, ...],
                 tag: str) -> Any:
+    """The Debian image of ``packages`` loaded into the engine as ``localhost/auditor-probe-TAG:t``,
+    once per session (modules share it; the engine removes it at the end)."""
+    key = (id(engine), tag, tuple(packages))
+    if key in _LOADED:
+        return _LOADED[key]
     try:
         layout, built_tag = debian_layout(packages, tag)
     except FixtureBuildError as error:  # mmdebstrap and umoci are installed by scripts/setup-system.sh
@@ -421,6 +429,7 @@ def load_debian(engine: Engine, tmp_path_factory: pytest.TempPathFactory, packag
     oci_to_docker_archive(layout, built_tag, archive, f"localhost/auditor-probe-{tag}:t")
     (image,) = engine.load(archive)
     archive.unlink()
+    _LOADED[key] = image
     return image
 
 
