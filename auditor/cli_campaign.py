@@ -94,9 +94,7 @@ def campaign_audit(images_file: str | None, repo: str | None, insecure: bool, ou
         raise InputError("no image to audit")
     settings = {**({"partition": partition} if partition else {}),
                 **({"parallel": parallel} if parallel else {})}
-    extra = ("--insecure",) if insecure else ()
-    jobs = [job.__class__(job.job_id, job.kind, job.target, job.image, (*job.args, *extra))
-            for job in audit_jobs(images)]
+    jobs = audit_jobs(images, extra_args=("--insecure",) if insecure else ())
     _run(Path(out_dir), "fleet-audit", None, jobs, backend or "local", settings, force)
 
 
@@ -186,7 +184,8 @@ def _write_report(results: Path, out_dir: Path) -> None:
                          backend=meta.get("backend"))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "plots").mkdir(exist_ok=True)
-    plots = {model["name"]: accuracy_plot(model, out_dir / "plots" / f"{_file_name(model['name'])}.png")
+    plots = {model["name"]: accuracy_plot(
+                 model, out_dir / "plots" / f"{_safe_name(model['name'], 100, 'model')}.png")
              for model in document.get("models") or []}
     write_text(str(out_dir / "report.json"), json.dumps(document, indent=1) + "\n")
     write_text(str(out_dir / "report.md"), render_markdown(
@@ -200,8 +199,9 @@ def _write_report(results: Path, out_dir: Path) -> None:
     sys.stdout.flush()
 
 
-def _file_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)[:100] or "model"
+def _safe_name(text: str, limit: int, default: str) -> str:
+    """``text`` as a file or job name: letters, digits and ``._-`` only, at most ``limit`` long."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)[:limit] or default
 
 
 def _images_from_file(path: Path) -> list[tuple[str, str]]:
@@ -224,7 +224,7 @@ def _images_from_file(path: Path) -> list[tuple[str, str]]:
 
 def _short(reference: str) -> str:
     tail = reference.rsplit("/", 1)[-1].replace("@", "-").replace(":", "-")
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in tail)[:64] or "image"
+    return _safe_name(tail, 64, "image")
 
 
 def _images_from_repo(repo: str, insecure: bool) -> list[tuple[str, str]]:

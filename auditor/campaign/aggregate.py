@@ -55,6 +55,7 @@ from typing import Any
 import jsonschema
 
 from auditor import __version__
+from auditor.campaign.jobs import last_line
 from auditor.campaign.spec import JOB_SCHEMA
 from auditor.errors import InputError
 from auditor.probe import compare
@@ -66,7 +67,6 @@ AUDIT_SCHEMA_ID = "https://auditor.invalid/schemas/report.schema.json"
 KINDS = ("probe", "audit")
 LEVELS = ("outcome", "analysis", "interpretation")
 SEVERITIES = ("critical", "high", "medium", "low", "info")
-STDERR_TAIL = 4000
 _EPSILON = 1e-12
 TIMES = "\u00d7"  # target x image
 _SHOWN_ERRORS = 3
@@ -145,7 +145,7 @@ def _load_job(folder: Path) -> JobResult:
         if record.get("schema") != JOB_SCHEMA:
             job.problems.append(f"job.json: schema {record.get('schema')!r}, expected {JOB_SCHEMA}")
         _fields(job, record, job.problems)
-    job.stderr_tail = _last_line(folder / "stderr.txt")
+    job.stderr_tail = last_line(folder / "stderr.txt")
     doc, problem = _read_json(folder / "report.json")
     if problem != "absent":
         job.report_problem = problem or _report_problem(job, doc)
@@ -212,17 +212,6 @@ def _report_problem(job: JobResult, doc: Any) -> str | None:
 def _probe_validator() -> jsonschema.Draft202012Validator:
     schema = json.loads(resources.files("auditor.schemas").joinpath("probe-report.schema.json").read_text())
     return jsonschema.Draft202012Validator(schema)
-
-
-def _last_line(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - STDERR_TAIL))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else None
 
 
 # -- the document --------------------------------------------------------------------------------

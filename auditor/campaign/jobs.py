@@ -79,9 +79,9 @@ def run_job(results: Path, job_id: str, auditor: Sequence[str] | None = None,
     except OSError as err:
         error = f"cannot run {command[0]}: {err}"
     if error is None and code not in (0, 1):  # 1: a gate (findings, divergence); the report exists
-        error = _last_line(folder / "stderr.txt") or f"exit code {code}"
+        error = last_line(folder / "stderr.txt") or f"exit code {code}"
     if error is None and not (folder / "report.json").is_file():
-        error = _last_line(folder / "stderr.txt") or "no report was written"
+        error = last_line(folder / "stderr.txt") or "no report was written"
     record = {"schema": JOB_SCHEMA, "job_id": spec["job_id"], "kind": spec["kind"], "target": spec["target"],
               "image": spec["image"], "host": socket.gethostname(), "exit_code": code, "error": error,
               "started": started, "finished": now(), "command": command}
@@ -98,7 +98,8 @@ def record_lost(results: Path, job_id: str, error: str) -> None:
         "finished": now(), "command": []})
 
 
-def _last_line(path: Path) -> str | None:
+def last_line(path: Path) -> str | None:
+    """The last non-empty line of a (job's stderr) file, read from its tail; None if none."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, path.stat().st_size - STDERR_TAIL))

@@ -100,10 +100,11 @@ def probe_jobs(campaign: Campaign) -> list[Job]:
     return jobs
 
 
-def audit_jobs(images: list[tuple[str, str]], target: Target = Target("fleet")) -> list[Job]:
-    """One audit job per image (a fleet audit)."""
-    return [Job(_job_id(target.name, name), "audit", target, (name, reference), ("audit", reference))
-            for name, reference in images]
+def audit_jobs(images: list[tuple[str, str]], target: Target = Target("fleet"),
+               extra_args: tuple[str, ...] = ()) -> list[Job]:
+    """One audit job per image (a fleet audit); ``extra_args`` go to every `auditor audit`."""
+    return [Job(_job_id(target.name, name), "audit", target, (name, reference),
+                ("audit", reference, *extra_args)) for name, reference in images]
 
 
 def _job_id(target: str, image: str) -> str:
