@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -79,6 +78,8 @@ class Document:
 
     def schema_errors(self, schema: Mapping[str, Any]) -> list[SchemaError]:
         """Every error of the data against ``schema`` (draft 2020-12), in path order."""
+        from jsonschema import Draft202012Validator  # slow to import; most runs never validate
+
         validator = Draft202012Validator(schema)
         out = []
         for err in sorted(validator.iter_errors(self.data), key=lambda e: list(map(str, e.absolute_path))):

@@ -155,3 +155,14 @@ def test_remote_pack_without_pin_or_with_wrong_pin_is_refused(served: str) -> No
         load_packs([f"{served}#sha256={'0' * 64}"], builtin=False)
     with pytest.raises(InputError, match="HTTP 404"):
         load_packs([f"{served.replace('pack', 'gone')}#sha256={'0' * 64}"], builtin=False)
+
+
+def test_the_builtin_packs_pass_the_schema_that_audits_skip_for_them() -> None:
+    from auditor.rules.pack import builtin_pack_files, parse_packs
+
+    files = builtin_pack_files()
+    assert files
+    packs, problems = parse_packs(files, check_schema=True)
+    assert problems == []
+    assert [p.source for p in packs] == [source for source, _ in files]
+    assert [p.name for p in load_packs()] == [p.name for p in packs]
