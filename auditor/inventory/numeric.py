@@ -12,7 +12,6 @@ image's Env or labels, headers, package versions) are findings.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import hashlib
 import posixpath
@@ -28,6 +27,7 @@ from packaging.utils import canonicalize_name
 from auditor.elf import Interest, elf_facts
 from auditor.inventory.base import Cataloger, FileView, Inventory
 from auditor.model import Evidence, Finding, Library, Package, Unknown
+from auditor.rootfs.index import glob_matcher, glob_regex
 
 NAME = "numeric"
 CODE_VERSION = 1  # bump when the facts or their reading change
@@ -79,7 +79,7 @@ class Classifier:
 
 @functools.lru_cache(maxsize=512)
 def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(fnmatch.translate(pattern.strip("/")))
+    return re.compile(glob_regex(pattern))
 
 
 def _tuple(value: Any) -> tuple[str, ...]:
@@ -407,8 +407,7 @@ def classify(path: str) -> Classifier | None:
 
 
 def run(view: FileView, inventory: Inventory) -> None:
-    any_library = re.compile("|".join(f"(?:{_glob(g).pattern})" for g in LIBRARY_GLOBS))
-    owners = package_owners(view, inventory, lambda p: any_library.match(p) is not None)
+    owners = package_owners(view, inventory, glob_matcher(LIBRARY_GLOBS))
     by_component: dict[str, list[Library]] = {}
     claims: dict[str, list[tuple[Evidence, int]]] = {}
     for path, facts in view.analyzed(NAME):

@@ -21,6 +21,29 @@ from auditor.rootfs.walker import LayerScan
 MAX_SYMLINK_HOPS = 40  # as Linux's ELOOP
 
 
+
+def glob_regex(pattern: str) -> str:
+    """A shell pattern over root-relative paths (``*`` crosses ``/``) as an anchored regex."""
+    return fnmatch.translate(pattern.strip("/"))
+
+
+def glob_matcher(globs: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a path matches any of ``globs`` (shell patterns, ``*`` crossing ``/``).
+
+    Each pattern's longest run of plain text (``/libcudnn.so`` of ``**/libcudnn.so*``) must
+    be in a path that matches it: that is looked for first (``in``, at C speed), and the regex
+    runs only on the few paths that hold it. A pattern with a ``[set]`` is always run."""
+    checks = []
+    for glob in globs:
+        regex = re.compile(glob_regex(glob))
+        text = "" if "[" in glob else max(re.split(r"[*?]", glob.strip("/")), key=len)
+        checks.append((text, regex.match))
+
+    def matches(path: str) -> bool:
+        return any(text in path and match(path) for text, match in checks)
+
+    return matches
+
 @dataclass
 class RootfsIndex:
     entries: dict[str, FileEntry] = field(default_factory=dict)
@@ -188,7 +211,7 @@ class RootfsIndex:
     def glob(self, pattern: str, among: Iterable[str] | None = None) -> list[str]:
         """Paths (not following symlinks) that match a shell pattern (``*`` crosses ``/``),
         sorted; ``among`` narrows the search to those paths."""
-        compiled = re.compile(fnmatch.translate(pattern.strip("/")))
+        compiled = re.compile(glob_regex(pattern))
         return sorted(p for p in (self.entries if among is None else among) if compiled.match(p))
 
     # -- summaries -------------------------------------------------------------------------
