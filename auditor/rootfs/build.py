@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +12,7 @@ from auditor.digest import digest_bytes
 from auditor.errors import InputError, LimitExceededError
 from auditor.model import Layer
 from auditor.rootfs.decompress import LayerReader, Limits
-from auditor.rootfs.index import RootfsIndex
+from auditor.rootfs.index import RootfsIndex, glob_matcher
 from auditor.rootfs.walker import Analyzer, Handler, LayerScan, scan_layer
 from auditor.sources.base import Image
 from auditor.sources.cache import BlobCache
@@ -55,20 +53,13 @@ class LayerProgress:
     def layer_done(self, layer: Layer) -> None: ...
 
 
-def _matcher(globs: Sequence[str]) -> Callable[[str], bool]:
-    if not globs:
-        return lambda path: False
-    regex = re.compile("|".join(f"(?:{fnmatch.translate(g.strip('/'))})" for g in globs))
-    return lambda path: regex.match(path) is not None
-
-
 def compile_wants(wants: Sequence[Want]) -> Callable[[str], bool]:
     """Whether a path is one whose bytes some cataloger wants captured."""
-    return _matcher([g for w in wants if w.analyze is None for g in w.globs])
+    return glob_matcher([g for w in wants if w.analyze is None for g in w.globs])
 
 
 def compile_plan(wants: Sequence[Want]) -> Plan:
-    analyzing = [((w.owner, w.analyze, w.magic), _matcher(w.globs)) for w in wants
+    analyzing = [((w.owner, w.analyze, w.magic), glob_matcher(w.globs)) for w in wants
                  if w.analyze is not None]
 
     def analyzers(path: str) -> list[Handler]:
@@ -153,9 +144,11 @@ def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
         cache.put_bytes(digest, data)
         return digest
 
+    # A layer stored uncompressed has its diff_id for digest: the blob's check covers it.
+    diff_id = None if layer.diff_id == layer.digest else layer.diff_id
     with image.open_layer(layer, progress.advance) as compressed:
+        reader = LayerReader(compressed, limits, what, diff_id)
         try:
-            reader = LayerReader(compressed, limits, what, layer.diff_id)
             scan = scan_layer(reader, layer.index, plan.capture, store,  # type: ignore[arg-type]
                               limits, what, plan.analyzers, str(cache.root / "tmp"))
             reader.finish()  # the tar's end is not the stream's: hash every byte for the diff_id
@@ -163,8 +156,11 @@ def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
             raise
         except InputError:
             # Bytes that fail to decode may simply not be the blob's: say so when it is the case.
+            reader.close()
             compressed.drain()
             raise
+        finally:
+            reader.close()
         compressed.drain()
     scan.uncompressed_bytes = reader.uncompressed_bytes
     return scan

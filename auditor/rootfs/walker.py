@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -38,6 +40,7 @@ Handler = tuple[str, Analyzer, bytes]
 AnalyzersFn = Callable[[str], Sequence[Handler]]
 
 IN_MEMORY_BYTES = 8 << 20  # files an analyzer reads from memory; larger ones are spilled
+ANALYSES_AHEAD = 4  # copies handed to the analyzing thread and not yet analyzed, at most
 
 
 @dataclass
@@ -111,7 +114,8 @@ def normalize_path(name: str) -> tuple[str | None, str | None]:
 def scan_layer(stream: BinaryIO, layer: int, wants: WantFn, store: StoreFn,
                limits: Limits = Limits(), what: str | None = None,
                analyzers: AnalyzersFn | None = None, spill_dir: str | None = None) -> LayerScan:
-    """Read one uncompressed layer tar from ``stream`` to its end.
+    """Read one uncompressed layer tar from ``stream`` to its end. ``stream`` must ``tell`` and
+    ``seek`` forward (a :class:`~auditor.rootfs.decompress.LayerReader`, a file, ``BytesIO``).
 
     Files ``wants`` names are captured (their bytes stored through ``store``); files
     ``analyzers`` names are handed, as a seekable copy (in memory, or spilled to an anonymous
@@ -119,29 +123,82 @@ def scan_layer(stream: BinaryIO, layer: int, wants: WantFn, store: StoreFn,
     what = what or f"layer {layer}"
     scan = LayerScan(layer)
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|", errorlevel=2,  # noqa: SIM115 - member by member
+        # "r:" (not the stream mode "r|"): tarfile then seeks past the contents it does not
+        # read, which a layer stream does in whole chunks; the stream mode reads them through
+        # in 10 KiB records. Nothing here seeks back (no extraction of links, no member list).
+        tar = tarfile.open(fileobj=stream, mode="r:", errorlevel=2,  # noqa: SIM115 - member by member
                            tarinfo=_StrictTarInfo)
     except tarfile.ReadError as err:
         if not _nonempty(err):
             return scan  # an empty layer: valid, holds nothing
         raise InputError(f"{what} is not a tar archive ({err})") from None
     count = 0
-    try:
-        while True:
-            member = tar.next()
-            if member is None:
-                break
-            tar.members = []  # stream mode keeps every member otherwise: O(entries) memory
-            count += 1
-            if count > limits.max_entries:
-                raise LimitExceededError(
-                    f"{what} has more than {limits.max_entries} entries; raise --max-entries")
-            _take(tar, member, scan, _Handover(wants, store, analyzers, spill_dir), limits)
-    except tarfile.ReadError as err:
-        raise InputError(f"{what} is truncated or corrupt ({err})") from None
-    except EOFError:
-        raise InputError(f"{what} is truncated (unexpected end of the tar stream)") from None
+    with _Analyses(scan) as analyses:
+        handover = _Handover(wants, store, analyzers, spill_dir, analyses)
+        try:
+            while True:
+                member = tar.next()
+                if member is None:
+                    break
+                tar.members = []  # tarfile keeps every member otherwise: O(entries) memory
+                count += 1
+                if count > limits.max_entries:
+                    raise LimitExceededError(
+                        f"{what} has more than {limits.max_entries} entries; raise --max-entries")
+                _take(tar, member, scan, handover, limits)
+        except tarfile.ReadError as err:
+            raise InputError(f"{what} is truncated or corrupt ({err})") from None
+        except EOFError:
+            raise InputError(f"{what} is truncated (unexpected end of the tar stream)") from None
+        analyses.finish()
     return scan
+
+
+class _Analyses:
+    """Analyzers run in a worker thread while the pass reads on, so the layer stream does not
+    wait for them (an ELF library's analysis takes a fraction of a second; decompression goes on
+    meanwhile). At most ``ANALYSES_AHEAD`` copies wait for their turn (memory and temporary
+    files stay bounded); :meth:`finish` collects the facts in the order the files came."""
+
+    def __init__(self, scan: LayerScan) -> None:
+        self._scan = scan
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-analyze")
+        self._slots = threading.BoundedSemaphore(ANALYSES_AHEAD)
+        self._pending: list[tuple[str, Future[dict[str, dict[str, Any]]]]] = []
+
+    def submit(self, path: str, copy: BinaryIO, size: int, owners: Sequence[Handler]) -> None:
+        self._slots.acquire()
+        try:
+            future = self._pool.submit(self._analyze, copy, size, owners)
+        except BaseException:
+            self._slots.release()
+            copy.close()
+            raise
+        self._pending.append((path, future))
+
+    def _analyze(self, copy: BinaryIO, size: int, owners: Sequence[Handler]) -> dict[str, dict[str, Any]]:
+        try:
+            with copy:
+                facts = {}
+                for owner, analyze, _magic in owners:
+                    copy.seek(0)
+                    facts[owner] = run_analyzer(analyze, copy, size)
+                return facts
+        finally:
+            self._slots.release()
+
+    def finish(self) -> None:
+        for path, future in self._pending:
+            self._scan.analyzed.setdefault(path, {}).update(future.result())
+        self._pending.clear()
+
+    def __enter__(self) -> _Analyses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, future in self._pending:  # an error stopped the pass: drop what is not started
+            future.cancel()
+        self._pool.shutdown(wait=True)
 
 
 def _nonempty(err: tarfile.ReadError) -> bool:
@@ -154,6 +211,7 @@ class _Handover:
     store: StoreFn
     analyzers: AnalyzersFn | None
     spill_dir: str | None
+    analyses: _Analyses
 
 
 def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, handover: _Handover,
@@ -242,10 +300,10 @@ def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, p
         if copied != size:
             copy.close()
             raise EOFError
-    with copy:
-        for owner, analyze, _magic in owners:
-            copy.seek(0)
-            scan.analyzed.setdefault(path, {})[owner] = run_analyzer(analyze, copy, size)
+    if owners:
+        handover.analyses.submit(path, copy, size, owners)
+    else:
+        copy.close()
 
 
 SPILL_CHUNK = 1 << 20
