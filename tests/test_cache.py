@@ -106,3 +106,39 @@ def test_unusable_cache_dir_is_an_environment_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(EnvironmentProblem, match="cannot use cache directory"):
         BlobCache(blocker / "sub")
+
+
+def test_tee_caches_a_blob_as_it_is_read_once(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "c")
+    data, digest, calls = DATA, DIGEST, []
+    seen: list[int] = []
+    with cache.tee(digest, len(data), opener_from(data, calls), "layer 0", seen.append) as reader:
+        assert not cache.has(digest)  # named only once verified
+        read = b"".join(iter(lambda: reader.read(1 << 20), b""))
+    assert read == data and calls == [0] and sum(seen) == len(data)
+    assert cache.blob_path(digest).read_bytes() == data
+    assert not list((cache.root / "tmp").iterdir())
+
+
+def test_tee_cut_short_leaves_a_partial_that_the_next_run_resumes(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "c")
+    data, digest, calls = DATA, DIGEST, []
+    with cache.tee(digest, len(data), opener_from(data, calls), "layer 0") as reader:
+        reader.read(1 << 20)  # the audit stops here (killed, or an error)
+    assert not cache.has(digest)
+    assert (cache.root / "tmp" / f"{digest.split(':')[1]}.partial").stat().st_size == 1 << 20
+    with cache.tee(digest, len(data), opener_from(data, calls), "layer 0") as reader:
+        assert reader.read() == data
+    assert calls == [0, 1 << 20]  # resumed where the first run stopped
+    assert cache.blob_path(digest).read_bytes() == data
+
+
+def test_tee_of_the_wrong_bytes_raises_and_keeps_nothing(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "c")
+    data, digest = DATA, DIGEST
+    tampered = bytes([data[0] ^ 1]) + data[1:]
+    with cache.tee(digest, len(data), opener_from(tampered), "layer 0") as reader, \
+            pytest.raises(DigestMismatchError, match="does not match"):
+        reader.drain()
+    assert not cache.has(digest)
+    assert not list((cache.root / "tmp").iterdir())

@@ -20,7 +20,7 @@ from auditor.digest import VerifyingReader, digest_bytes, validate_digest, verif
 from auditor.errors import InputError, PlatformError
 from auditor.model import Descriptor, Layer, Platform, host_platform
 from auditor.reference import ImageRef
-from auditor.sources.cache import BlobCache
+from auditor.sources.cache import BlobCache, ProgressReader
 
 # Manifests and configs are small; a larger one is hostile.
 MAX_MANIFEST_BYTES = 4 << 20
@@ -115,32 +115,19 @@ class Image:
 
     def _open_blob(self, desc: Descriptor, what: str, progress: ProgressHook | None) -> VerifyingReader:
         if self.cache is not None and self.source.cache_blobs:
-            path = self.cache.ingest(desc.digest, desc.size,
-                                     lambda off: self.source.blob(desc, off), progress)
-            # Already verified on the way in; verified again as it is read, at hashing speed.
-            return VerifyingReader(open(path, "rb"), desc.digest, desc.size, what)
+            if self.cache.has(desc.digest):  # verified on the way in; again as it is read
+                return VerifyingReader(ProgressReader(self.cache.open(desc.digest), progress),
+                                       desc.digest, desc.size, what)
+            return self.cache.tee(desc.digest, desc.size, lambda off: self.source.blob(desc, off),
+                                  what, progress)
         stream, _ = self.source.blob(desc, 0)
-        return VerifyingReader(_Counting(stream, progress), desc.digest, desc.size, what)
+        return VerifyingReader(ProgressReader(stream, progress), desc.digest, desc.size, what)
 
     def facts(self) -> dict[str, Any]:
         return self.source.facts()
 
     def close(self) -> None:
         self.source.close()
-
-
-class _Counting:
-    def __init__(self, raw: BinaryIO, progress: ProgressHook | None) -> None:
-        self._raw, self._progress = raw, progress
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        if self._progress and data:
-            self._progress(len(data))
-        return data
-
-    def close(self) -> None:
-        self._raw.close()
 
 
 def load_json(data: bytes, what: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from auditor.digest import parse_digest
+from auditor.digest import VerifyingReader, parse_digest
 from auditor.errors import DigestMismatchError, EnvironmentProblem
 
 CHUNK = 1 << 20
@@ -127,6 +127,38 @@ class BlobCache:
                 os.replace(partial, final)
                 return final
         raise AssertionError("unreachable")
+
+    def tee(self, digest: str, size: int | None, opener: BlobOpener, what: str,
+            progress: Callable[[int], None] | None = None) -> VerifyingReader:
+        """A blob's bytes as they download, written into the cache on the way.
+
+        The reader the caller gets verifies ``digest`` (and ``size``) at its end; only then does
+        the file get the digest's name, so a cold audit reads a remote layer once, decompressing
+        while it downloads, instead of downloading it whole and reading it back. A download cut
+        short stays as a partial file; the next run resumes it with :meth:`ingest` (which checks
+        the resumed bytes before anyone reads them) and reads the cached file. Holds the
+        digest's lock until the reader is closed."""
+        _, hexpart = parse_digest(digest)
+        partial = self.root / "tmp" / f"{hexpart}.partial"
+        lock = self._hold_lock(hexpart)
+        try:
+            if not self.has(digest) and not partial.exists():
+                return _TeeReader(self, digest, size, opener, what, progress, lock)
+        except BaseException:
+            lock.close()
+            raise
+        lock.close()
+        path = self.ingest(digest, size, opener, progress)  # resumes, or another run fetched it
+        return VerifyingReader(open(path, "rb"), digest, size, what)
+
+    def _hold_lock(self, name: str) -> BinaryIO:
+        f = open(self.root / "locks" / f"{name}.lock", "a")  # noqa: SIM115 - the caller closes it
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except BaseException:
+            f.close()
+            raise
+        return f  # type: ignore[return-value]
 
     def _download(self, partial: Path, offset: int, algorithm: str, opener: BlobOpener,
                   progress: Callable[[int], None] | None,
@@ -240,3 +272,79 @@ def _check(hasher: Any, total: int, hexpart: str, size: int | None, digest: str)
 def _touch(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.utime(path)
+
+
+class ProgressReader:
+    """A stream that reports how many bytes were read from it."""
+
+    def __init__(self, raw: BinaryIO, progress: Callable[[int], None] | None) -> None:
+        self._raw, self._progress = raw, progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if self._progress and data:
+            self._progress(len(data))
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class _TeeSource:
+    """The network's bytes, written to the partial file as they are read."""
+
+    def __init__(self, partial: Path, opener: BlobOpener) -> None:
+        self._stream, start = opener(0)
+        if start:
+            self._stream.close()
+            raise EnvironmentProblem(f"asked for a blob from its start, the source sent from {start}")
+        self._out = open(partial, "wb")  # noqa: SIM115 - closed in close()
+        self._closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self._closed:
+            return b""
+        data = self._stream.read(n if n is not None and n > 0 else CHUNK)
+        if data:
+            self._out.write(data)
+        return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._stream.close()
+        finally:
+            self._out.close()
+
+
+class _TeeReader(VerifyingReader):
+    def __init__(self, cache: BlobCache, digest: str, size: int | None, opener: BlobOpener,
+                 what: str, progress: Callable[[int], None] | None, lock: BinaryIO) -> None:
+        self._cache, self._lock = cache, lock
+        self._partial = cache.root / "tmp" / f"{parse_digest(digest)[1]}.partial"
+        self._final = cache.blob_path(digest)
+        super().__init__(ProgressReader(_TeeSource(self._partial, opener), progress), digest, size,
+                         what)
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return super().read(n)
+        except DigestMismatchError:
+            self._raw.close()
+            self._partial.unlink(missing_ok=True)
+            raise
+
+    def _check(self) -> None:
+        already = self.verified
+        super()._check()
+        if not already:
+            self._raw.close()  # flushes what was written
+            os.replace(self._partial, self._final)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            self._lock.close()
