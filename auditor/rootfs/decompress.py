@@ -17,17 +17,57 @@ from auditor.errors import DigestMismatchError, InputError, LimitExceededError
 from auditor.rootfs.prefetch import Prefetch
 
 # gzip: the fastest inflate installed. ISA-L's igzip is about twice zlib's speed on x86-64;
-# zlib-ng next; the standard library's zlib always works. All three release the GIL.
+# zlib-ng next; the standard library's zlib always works. All three release the GIL. igzip is
+# used through its own decompressor: isal_zlib's zlib-style object, fed with a max_length from a
+# thread, left peak RSS growing with the layer (170 MB over 3 GB; igzip_lib's stays at 45 MB).
 try:
-    from isal import isal_zlib as GZIP
-    GZIP_LIBRARY = "isal"
+    from zlib_ng import zlib_ng as _zlib  # type: ignore[import-not-found]
+    _ZLIB_LIBRARY = "zlib-ng"
+except ImportError:
+    import zlib as _zlib  # type: ignore[no-redef]
+    _ZLIB_LIBRARY = "zlib"
+try:
+    from isal import igzip_lib
 except ImportError:  # pragma: no cover - isal is a dependency; kept for platforms without wheels
-    try:
-        from zlib_ng import zlib_ng as GZIP  # type: ignore[no-redef]
-        GZIP_LIBRARY = "zlib-ng"
-    except ImportError:
-        import zlib as GZIP  # type: ignore[no-redef]
-        GZIP_LIBRARY = "zlib"
+    igzip_lib = None
+GZIP_LIBRARY = "isal" if igzip_lib is not None else _ZLIB_LIBRARY
+
+
+class _ZlibMember:
+    """zlib's decompressobj in igzip_lib's shape: input it could not take yet is kept, and
+    ``decompress(b"")`` goes on with it while ``needs_input`` is False."""
+
+    def __init__(self) -> None:
+        self._d = _zlib.decompressobj(wbits=31)
+        self._tail = b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._d.decompress(self._tail + data if self._tail else data, max_length)
+        self._tail = self._d.unconsumed_tail
+        return out
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._tail
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
+
+
+def _gzip_member() -> Any:
+    """A decompressor for one gzip member."""
+    if igzip_lib is not None:
+        return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+    return _ZlibMember()
+
+
+GZIP_ERRORS: tuple[type[Exception], ...] = (
+    (igzip_lib.IsalError,) if igzip_lib is not None else (_zlib.error,))
 
 CHUNK = 1 << 20  # compressed bytes per read
 OUT_CHUNK = 4 << 20  # uncompressed bytes per decompression step, at most
@@ -124,25 +164,25 @@ class LayerReader:
 
     def _gzip_chunks(self, raw: Iterator[bytes]) -> Iterator[bytes]:
         # Multi-member gzip is legal: a member ends where its decompressor reports eof.
-        d, fed = GZIP.decompressobj(wbits=31), False
+        d, fed = _gzip_member(), False
         for chunk in raw:
-            data = chunk
-            if not fed and not data.strip(b"\0"):
+            data: bytes | None = chunk
+            if not fed and not chunk.strip(b"\0"):
                 continue  # zero padding after the last member
-            while data:
+            while data is not None:
                 fed = True
                 try:
                     out = d.decompress(data, OUT_CHUNK)
-                except GZIP.error as err:
+                except GZIP_ERRORS as err:
                     raise InputError(f"{self._what} is not valid gzip: {err}") from None
                 if out:
                     yield out
                 if d.eof:
-                    data, d, fed = d.unused_data, GZIP.decompressobj(wbits=31), False
-                    if data and not data.strip(b"\0"):
-                        data = b""
-                else:
-                    data = d.unconsumed_tail
+                    data, d, fed = d.unused_data, _gzip_member(), False
+                    if not data.strip(b"\0"):
+                        data = None
+                else:  # b"": more output from the input already given
+                    data = None if d.needs_input else b""
         if fed:
             raise InputError(f"{self._what} is truncated (the gzip stream ends early)")
 

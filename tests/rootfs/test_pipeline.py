@@ -95,3 +95,27 @@ def test_glob_matcher_agrees_with_fnmatch() -> None:
             for path in paths:
                 expected = any(re.match(fnmatch.translate(g.strip("/")), path) for g in chosen)
                 assert matches(path) == expected, (chosen, path)
+
+
+@pytest.mark.parametrize("library", ["isal", "zlib"])
+def test_both_inflaters_read_members_padding_and_notice_a_cut(library: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import auditor.rootfs.decompress as decompress
+
+    if library == "zlib":
+        monkeypatch.setattr(decompress, "igzip_lib", None)
+        monkeypatch.setattr(decompress, "GZIP_ERRORS", (decompress._zlib.error,))
+    first, second = bytes(range(256)) * 8192, b"second member " * 50000  # 2 MiB, 700 kB
+    blob = gzip.compress(first, mtime=0) + gzip.compress(second, mtime=0) + b"\0" * 1024
+    digest = f"sha256:{hashlib.sha256(first + second).hexdigest()}"
+    reader = LayerReader(io.BytesIO(blob), Limits(), "layer 0", digest)
+    assert reader.read() == first + second
+    reader.finish()
+    cut = LayerReader(io.BytesIO(blob[:len(blob) // 3]), Limits(), "layer 0", digest)
+    with pytest.raises(InputError, match="truncated"):
+        cut.read()
+    cut.close()
+    garbage = LayerReader(io.BytesIO(b"\x1f\x8b\x08\x00" + b"\xff" * 5000), Limits(), "layer 0")
+    with pytest.raises(InputError, match="not valid gzip"):
+        garbage.read()
+    garbage.close()
