@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-dev system lint bench-memory lock clean
+.PHONY: demo test install install-dev system lint bench-memory bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ lint: install-dev
 
 bench-memory: install-dev
 	$(BIN)/python scripts/bench_memory.py
+
+bench: system install-dev
+	$(BIN)/python scripts/bench.py
 
 lock: install-dev
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/lock.sh
