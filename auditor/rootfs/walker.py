@@ -164,7 +164,7 @@ class _Analyses:
         self._scan = scan
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-analyze")
         self._slots = threading.BoundedSemaphore(ANALYSES_AHEAD)
-        self._pending: list[tuple[str, Future[dict[str, dict[str, Any]]]]] = []
+        self._pending: list[tuple[str, Future[dict[str, dict[str, Any]]], BinaryIO]] = []
 
     def submit(self, path: str, copy: BinaryIO, size: int, owners: Sequence[Handler]) -> None:
         self._slots.acquire()
@@ -174,7 +174,7 @@ class _Analyses:
             self._slots.release()
             copy.close()
             raise
-        self._pending.append((path, future))
+        self._pending.append((path, future, copy))
 
     def _analyze(self, copy: BinaryIO, size: int, owners: Sequence[Handler]) -> dict[str, dict[str, Any]]:
         try:
@@ -188,7 +188,7 @@ class _Analyses:
             self._slots.release()
 
     def finish(self) -> None:
-        for path, future in self._pending:
+        for path, future, _ in self._pending:
             self._scan.analyzed.setdefault(path, {}).update(future.result())
         self._pending.clear()
 
@@ -196,8 +196,10 @@ class _Analyses:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for _, future in self._pending:  # an error stopped the pass: drop what is not started
-            future.cancel()
+        for _, future, copy in self._pending:  # an error stopped the pass: drop what waits
+            if future.cancel():
+                copy.close()
+                self._slots.release()
         self._pool.shutdown(wait=True)
 
 

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import itertools
+import os
 import re
 import threading
 import time
@@ -119,3 +120,28 @@ def test_both_inflaters_read_members_padding_and_notice_a_cut(library: str,
     with pytest.raises(InputError, match="not valid gzip"):
         garbage.read()
     garbage.close()
+
+
+def test_a_pass_that_fails_midway_leaves_no_analysis_waiting_or_thread_running() -> None:
+    from auditor.rootfs.walker import scan_layer
+    from auditor.testing import LayerBuilder
+
+    started = threading.Event()
+
+    def slow(stream, size):
+        started.set()
+        time.sleep(0.2)
+        return {"size": size}
+
+    layer = LayerBuilder()
+    for i in range(12):
+        layer.file(f"lib/lib{i}.so", os.urandom(4096))
+    data = layer.tar_bytes()
+    with pytest.raises(InputError, match="truncated"):
+        scan_layer(io.BytesIO(data[:len(data) * 2 // 3]), 0, lambda p: False, lambda b: "",
+                   analyzers=lambda p: [("t", slow, b"")])
+    assert started.is_set()
+    assert not [t for t in threading.enumerate() if t.name.startswith("layer-analyze")]
+    whole = scan_layer(io.BytesIO(data), 0, lambda p: False, lambda b: "",
+                       analyzers=lambda p: [("t", slow, b"")])
+    assert [whole.analyzed[f"lib/lib{i}.so"]["t"] for i in range(12)] == [{"size": 4096}] * 12
