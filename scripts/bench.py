@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bench_inventory import FULL, QUICK, TAG, Recipe, cache_root, cached_image, check_report
-from benchlib import GiB, MiB, Run, audit_once, machine, run_figures
+from benchlib import GiB, MiB, Run, audit_once, emit, machine, run_figures
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the fixtures package, beside the scripts folder
@@ -725,12 +725,7 @@ def main(argv: list[str] | None = None) -> int:
                "derived": derived, "registry_push_seconds": pushed, "series": series, "rows": rows,
                "targets": targets(rows),
                "problems": bench.problems, "ok": ok}
-    print_figures(figures)
-    if args.keep:
-        print(f"kept: {work}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0 if ok else 1
+    return emit(figures, print_figures, work if args.keep else None, args.json)
 
 
 def measure(args: argparse.Namespace, bench: Bench, recipe: Recipe, facts: dict[str, Any],

@@ -41,7 +41,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
-from benchlib import GiB, Run, audit_args, audit_once, machine, run_figures, summary
+from benchlib import GiB, Run, audit_args, audit_once, emit, machine, run_figures, summary
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the fixtures package, beside the scripts folder
@@ -444,12 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                "warm": summary([r for r in runs if r.name.startswith("warm")]),
                **extra, "problems": {k: v for k, v in problems.items() if v}, "ok": ok,
                "machine": machine()}
-    print_figures(figures)
-    if args.keep:
-        print(f"kept: {work}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0 if ok else 1
+    return emit(figures, print_figures, work if args.keep else None, args.json)
 
 
 def image_figures(folder: Path, facts: dict[str, Any]) -> dict[str, Any]:

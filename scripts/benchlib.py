@@ -7,13 +7,14 @@ own folder is first on ``sys.path``).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,15 @@ def run_figures(run: Run) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform()}
+
+
+def emit(figures: dict[str, Any], print_figures: Callable[[dict[str, Any]], None], kept: Path | None,
+         json_file: Path | None) -> int:
+    """Print the figures, say where the kept work is, write the JSON; the exit code (0 when
+    ``figures["ok"]``, else 1)."""
+    print_figures(figures)
+    if kept is not None:
+        print(f"kept: {kept}")
+    if json_file is not None:
+        json_file.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0 if figures["ok"] else 1
