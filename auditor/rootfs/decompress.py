@@ -104,10 +104,10 @@ class LayerReader:
     :meth:`finish` checks the hash against the layer's diff_id (given ``diff_id=None``, nothing
     is hashed: the caller verifies the same bytes otherwise).
 
-    With ``threads``, reading (and the blob's digest, hashed by ``compressed`` as it is read)
-    and decompression each run in a thread of their own (:class:`Prefetch`), a few chunks ahead
-    of the reader: :meth:`close` stops them, and must be called before ``compressed`` is read by
-    anyone else.
+    With ``threads``, reading (and the blob's digest, hashed by ``compressed`` as it is read),
+    decompression and the diff_id hash each run in a thread of their own (:class:`Prefetch`), a
+    few chunks ahead of the reader: :meth:`close` stops them, and must be called before
+    ``compressed`` is read by anyone else.
     """
 
     def __init__(self, compressed: BinaryIO, limits: Limits, what: str,
