@@ -21,7 +21,6 @@ from auditor.rootfs.walker import LayerScan
 MAX_SYMLINK_HOPS = 40  # as Linux's ELOOP
 
 
-
 def glob_regex(pattern: str) -> str:
     """A shell pattern over root-relative paths (``*`` crosses ``/``) as an anchored regex."""
     return fnmatch.translate(pattern.strip("/"))

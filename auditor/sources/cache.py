@@ -110,7 +110,7 @@ class BlobCache:
         with self._lock(hexpart):
             if final.is_file():
                 return final
-            partial = self.root / "tmp" / f"{hexpart}.partial"
+            partial = self._partial_path(hexpart)
             for attempt in (0, 1):
                 offset = partial.stat().st_size if partial.exists() else 0
                 if size is not None and offset > size:
@@ -139,10 +139,9 @@ class BlobCache:
         the resumed bytes before anyone reads them) and reads the cached file. Holds the
         digest's lock until the reader is closed."""
         _, hexpart = parse_digest(digest)
-        partial = self.root / "tmp" / f"{hexpart}.partial"
         lock = self._hold_lock(hexpart)
         try:
-            if not self.has(digest) and not partial.exists():
+            if not self.has(digest) and not self._partial_path(hexpart).exists():
                 return _TeeReader(self, digest, size, opener, what, progress, lock)
         except BaseException:
             lock.close()
@@ -151,7 +150,11 @@ class BlobCache:
         path = self.ingest(digest, size, opener, progress)  # resumes, or another run fetched it
         return VerifyingReader(open(path, "rb"), digest, size, what)
 
+    def _partial_path(self, hexpart: str) -> Path:
+        return self.root / "tmp" / f"{hexpart}.partial"
+
     def _hold_lock(self, name: str) -> BinaryIO:
+        """The lock file of ``name``, locked; closing it releases the lock."""
         f = open(self.root / "locks" / f"{name}.lock", "a")  # noqa: SIM115 - the caller closes it
         try:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -252,12 +255,8 @@ class BlobCache:
 
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:
-        with open(self.root / "locks" / f"{name}.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with self._hold_lock(name):
+            yield
 
 
 def _check(hasher: Any, total: int, hexpart: str, size: int | None, digest: str) -> None:
@@ -322,8 +321,8 @@ class _TeeSource:
 class _TeeReader(VerifyingReader):
     def __init__(self, cache: BlobCache, digest: str, size: int | None, opener: BlobOpener,
                  what: str, progress: Callable[[int], None] | None, lock: BinaryIO) -> None:
-        self._cache, self._lock = cache, lock
-        self._partial = cache.root / "tmp" / f"{parse_digest(digest)[1]}.partial"
+        self._lock = lock
+        self._partial = cache._partial_path(parse_digest(digest)[1])
         self._final = cache.blob_path(digest)
         super().__init__(ProgressReader(_TeeSource(self._partial, opener), progress), digest, size,
                          what)
