@@ -28,6 +28,7 @@ class AuditOptions:
     gpu_arch: tuple[str, ...] = ()  # --gpu-arch: for rules that depend on the GPU
     rules: tuple[str, ...] = ()  # --rules: extra packs (paths, pinned URLs)
     builtin_rules: bool = True
+    verify_diff_ids: bool = False  # --verify-diff-ids: hash each layer against the config's diff_id
 
 
 @dataclass
@@ -61,7 +62,7 @@ def audit(reference: str | ImageRef, options: AuditOptions = AuditOptions(),
     try:
         image = open_image(source, cache, options.platform)
         wants = [want for cataloger in catalogers for want in cataloger.wants]
-        index = build_rootfs(image, cache, wants, options.limits, progress)
+        index = build_rootfs(image, cache, wants, options.limits, progress, options.verify_diff_ids)
         rootfs_done = time.monotonic()
         facts = image.facts()
     finally:

@@ -127,7 +127,15 @@ def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                            "H100), for rules that depend on it; repeatable, or comma-separated. "
                            "Without it such rules state the GPU as an assumption.")(fn)
     fn = rules_option(fn)
-    return limit_options(cache_option(report_options(fn)))
+    return limit_options(cache_option(report_options(verify_option(fn))))
+
+
+def verify_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--verify-diff-ids", is_flag=True,
+                        help="Also hash each compressed layer's content against the diff_id its "
+                             "config claims, as containerd does when it unpacks (a SHA-256 of "
+                             "every uncompressed byte). Blobs are always checked against their "
+                             "digests.")(fn)
 
 
 def rules_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -164,7 +172,8 @@ def audit_options_from(*, cache_dir: str | None, platform: str | None, insecure:
                        engine_host: str | None, env: tuple[tuple[str, str], ...],
                        gpu_arch: tuple[str, ...], rule_specs: tuple[str, ...], all_elf: bool = False,
                        max_layer_size: str | None = None, max_file_size: str | None = None,
-                       max_ratio: float | None = None, max_entries: int | None = None) -> Any:
+                       max_ratio: float | None = None, max_entries: int | None = None,
+                       verify_diff_ids: bool = False) -> Any:
     """The AuditOptions the image options of a command ask for."""
     from auditor.audit import AuditOptions
     from auditor.model import parse_platform
@@ -183,7 +192,8 @@ def audit_options_from(*, cache_dir: str | None, platform: str | None, insecure:
     return AuditOptions(platform=parse_platform(platform) if platform else None,
                         cache_dir=cache_dir, limits=dataclasses.replace(Limits(), **overrides),
                         source=SourceOptions(insecure=insecure, engine_host=engine_host),
-                        env=env, all_elf=all_elf, gpu_arch=gpu_arch, rules=rule_specs)
+                        env=env, all_elf=all_elf, gpu_arch=gpu_arch, rules=rule_specs,
+                        verify_diff_ids=verify_diff_ids)
 
 
 def prepare_outputs(fmt: str, outputs: tuple[str, ...], formats: tuple[str, ...]) -> list[Any]:

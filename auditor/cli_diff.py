@@ -20,6 +20,7 @@ from auditor.cli_common import (
     prepare_outputs,
     report,
     rules_option,
+    verify_option,
 )
 from auditor.diff import CATEGORIES
 from auditor.errors import EXIT_FINDINGS, InputError
@@ -84,6 +85,7 @@ def _parse_fail_on_change(_ctx: click.Context, _param: click.Parameter,
 @rules_option
 @cache_option
 @limit_options
+@verify_option
 @handle_errors
 def diff(old: str, new: str, fmt: str, outputs: tuple[str, ...], fail_on: tuple[str, ...],
          **options: Any) -> None:

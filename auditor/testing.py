@@ -30,10 +30,21 @@ import zstandard
 
 from auditor import mediatypes as mt
 from auditor.digest import digest_bytes
-from auditor.model import Platform
+from auditor.model import Layer, Platform
+from auditor.rootfs.build import LayerProgress
 from auditor.rootfs.decompress import LayerReader, Limits
 
 EPOCH = 1_700_000_000  # fixed mtime so that builds are reproducible
+
+
+class PassRecorder(LayerProgress):
+    """A layer pass's progress that records, per layer, whether it came from the cache."""
+
+    def __init__(self) -> None:
+        self.cached: list[bool] = []
+
+    def layer_started(self, layer: Layer, total: int | None, cached: bool) -> None:
+        self.cached.append(cached)
 
 
 class LayerBuilder:

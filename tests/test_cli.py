@@ -14,8 +14,8 @@ import pytest
 from auditor.audit import AuditOptions, audit
 from auditor.demo import build_demo_image
 from auditor.report.document import report_schema
-from auditor.rootfs.build import LayerProgress
 from auditor.sources.cache import BlobCache
+from auditor.testing import PassRecorder
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -83,25 +83,17 @@ def test_schema_rejects_a_broken_document(tmp_path: Path) -> None:
         jsonschema.validate(doc, report_schema())
 
 
-class Recorder(LayerProgress):
-    def __init__(self) -> None:
-        self.cached: list[bool] = []
-
-    def layer_started(self, layer, total, cached) -> None:
-        self.cached.append(cached)
-
-
 def test_warm_audit_reads_no_layer(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path / "c")
     ref = build_demo_image(cache)
     options = AuditOptions(cache_dir=str(cache.root))
-    cold_progress = Recorder()
+    cold_progress = PassRecorder()
     cold = audit(ref, options, cold_progress)
     assert cold_progress.cached == [False] * len(cold.image.layers)
     # Remove the layer blobs from the layout: a warm audit must not need them.
     for layer in cold.image.layers:
         (Path(ref.path) / "blobs" / "sha256" / layer.digest.split(":")[1]).unlink()
-    warm_progress = Recorder()
+    warm_progress = PassRecorder()
     warm = audit(ref, options, warm_progress)
     assert warm_progress.cached == [True] * len(cold.image.layers)
     assert warm.index.fingerprint() == cold.index.fingerprint()

@@ -1,4 +1,11 @@
-"""Build the merged rootfs index of an image: one pass per layer, cached per diff_id."""
+"""Build the merged rootfs index of an image: one pass per layer, cached per layer blob.
+
+A layer's cached scan is filed under its diff_id *and* the blob it was read from: the blob's digest
+is always verified, the config's diff_id only with ``verify_diff_ids``. A scan is therefore reused
+only for the very bytes it was made from, never for another blob that merely claims the same
+diff_id. A blob checked against its diff_id (hashed on the way, or stored uncompressed, where the
+two are one) is filed under the diff_id's own name too, so the uncompressed form of the same layer
+(a ``docker save`` tarball, an engine's image) finds it."""
 
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from auditor.sources.base import Image
 from auditor.sources.cache import BlobCache
 
 # Bump when the walker's output changes: cached layer indexes of other versions are ignored.
-INDEXER_VERSION = 1
+INDEXER_VERSION = 2  # 2: filed per (diff_id, blob)
 
 
 @dataclass(frozen=True)
@@ -90,8 +97,13 @@ def cache_key(wants: Sequence[Want], limits: Limits) -> str:
 
 
 def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
-                 limits: Limits = Limits(), progress: LayerProgress | None = None) -> RootfsIndex:
-    """Stream every layer once (or take its cached scan), in order, into one merged index."""
+                 limits: Limits = Limits(), progress: LayerProgress | None = None,
+                 verify_diff_ids: bool = False) -> RootfsIndex:
+    """Stream every layer once (or take its cached scan), in order, into one merged index.
+
+    ``verify_diff_ids`` hashes each compressed layer's content against the config's diff_id
+    (a SHA-256 over every uncompressed byte, a third of a cold pass's CPU); without it, what is
+    read is still exactly the manifest's blobs, each checked against its digest."""
     progress = progress or LayerProgress()
     compiled = compile_plan(wants)
     key = cache_key(wants, limits)
@@ -103,8 +115,11 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
             progress.layer_started(layer, None, cached=True)
         else:
             progress.layer_started(layer, layer.size, cached=False)
-            scan = scan_one_layer(image, layer, plan, cache, limits, progress)
-            cache.store_layer_index(layer.diff_id, key, scan.to_json())
+            verify = verify_diff_ids or layer.digest == layer.diff_id
+            scan = scan_one_layer(image, layer, plan, cache, limits, progress, verify)
+            cache.store_layer_index(layer.diff_id, layer.digest, key, scan.to_json())
+            if verify and layer.digest != layer.diff_id:
+                cache.store_layer_index(layer.diff_id, layer.diff_id, key, scan.to_json())
         index.apply(scan)
         progress.layer_done(layer)
     return index
@@ -114,9 +129,9 @@ def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan, limits: L
                  index: RootfsIndex) -> LayerScan | None:
     """The layer's cached scan, if it holds every file wanted over these lower layers.
 
-    A scan is cached by diff_id alone, but which files it had to hand over can depend on the
-    symlinks of the layers below it; a scan made over other lower layers may lack one."""
-    data = cache.load_layer_index(layer.diff_id, key)
+    A scan is cached by its layer's bytes alone, but which files it had to hand over can depend
+    on the symlinks of the layers below it; a scan made over other lower layers may lack one."""
+    data = cache.load_layer_index(layer.diff_id, layer.digest, key)
     if data is None or not all(cache.has(d) for d in data["captured"].values()):
         return None
     scan = LayerScan.from_json(data, layer.index)
@@ -136,7 +151,7 @@ def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan, limits: L
 
 
 def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
-                   limits: Limits, progress: LayerProgress) -> LayerScan:
+                   limits: Limits, progress: LayerProgress, verify_diff_id: bool = False) -> LayerScan:
     what = f"layer {layer.index} ({layer.digest})"
 
     def store(data: bytes) -> str:
@@ -145,13 +160,13 @@ def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
         return digest
 
     # A layer stored uncompressed has its diff_id for digest: the blob's check covers it.
-    diff_id = None if layer.diff_id == layer.digest else layer.diff_id
+    diff_id = layer.diff_id if verify_diff_id and layer.diff_id != layer.digest else None
     with image.open_layer(layer, progress.advance) as compressed:
         reader = LayerReader(compressed, limits, what, diff_id)
         try:
             scan = scan_layer(reader, layer.index, plan.capture, store,  # type: ignore[arg-type]
                               limits, what, plan.analyzers, str(cache.root / "tmp"))
-            reader.finish()  # the tar's end is not the stream's: hash every byte for the diff_id
+            reader.finish()  # the tar's end is not the stream's: every byte inflated (and hashed)
         except LimitExceededError:
             raise
         except InputError:

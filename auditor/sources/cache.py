@@ -1,10 +1,11 @@
-"""A content-addressed store for blobs, and for per-layer results keyed by diff_id.
+"""A content-addressed store for blobs, and for per-layer results keyed by diff_id and blob.
 
 Layout under the cache directory (``$AUDITOR_CACHE_DIR``, else ``$XDG_CACHE_HOME/auditor``, else
 ``~/.cache/auditor``)::
 
     blobs/sha256/<hex>     manifests, configs, layer blobs and captured files, verified
-    layers/<hex>-<key>.json  the rootfs index of one layer (key: indexer and catalogers' versions)
+    layers/<diff_id hex>-<blob hex>-<key>.json  the rootfs index of one layer read from one blob
+                           (key: indexer and catalogers' versions)
     tmp/                   partial downloads (resumable) and files being written
     locks/                 one lock file per digest being downloaded
 
@@ -188,12 +189,14 @@ class BlobCache:
         return hasher, written
 
     # -- per-layer results -----------------------------------------------------------------
-    def layer_index_path(self, diff_id: str, key: str) -> Path:
-        _, hexpart = parse_digest(diff_id)
-        return self.root / "layers" / f"{hexpart}-{key}.json"
+    def layer_index_path(self, diff_id: str, blob: str, key: str) -> Path:
+        """Where the scan of layer ``diff_id``, read from blob ``blob``, is kept."""
+        _, layer_hex = parse_digest(diff_id)
+        _, blob_hex = parse_digest(blob)
+        return self.root / "layers" / f"{layer_hex}-{blob_hex}-{key}.json"
 
-    def load_layer_index(self, diff_id: str, key: str) -> dict[str, Any] | None:
-        path = self.layer_index_path(diff_id, key)
+    def load_layer_index(self, diff_id: str, blob: str, key: str) -> dict[str, Any] | None:
+        path = self.layer_index_path(diff_id, blob, key)
         try:
             with open(path, "rb") as f:
                 data = json.load(f)
@@ -202,9 +205,9 @@ class BlobCache:
         _touch(path)
         return data
 
-    def store_layer_index(self, diff_id: str, key: str, data: dict[str, Any]) -> None:
+    def store_layer_index(self, diff_id: str, blob: str, key: str, data: dict[str, Any]) -> None:
         payload = json.dumps(data, separators=(",", ":")).encode()
-        self._write_atomic(self.layer_index_path(diff_id, key), payload)
+        self._write_atomic(self.layer_index_path(diff_id, blob, key), payload)
 
     # -- maintenance -----------------------------------------------------------------------
     def info(self) -> CacheInfo:

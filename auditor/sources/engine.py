@@ -124,7 +124,7 @@ def failure_reason(err: BaseException) -> str:
 class EngineSource(Source):
     """An image in a Docker or Podman engine, read from its ``docker save`` archive."""
 
-    cache_blobs = False  # the archive is a local file; per-layer results are cached by diff_id
+    cache_blobs = False  # the archive is a local file; per-layer results are cached by layer
 
     def __init__(self, ref: ImageRef, cache: BlobCache, base_url: str | None = None) -> None:
         super().__init__(ref)

@@ -38,7 +38,7 @@ from auditor.rootfs.build import Want, compile_wants
 from auditor.rootfs.decompress import Limits
 from auditor.rootfs.index import RootfsIndex
 from auditor.rootfs.walker import LayerScan, scan_layer
-from auditor.testing import LayerBuilder, build_docker_archive, build_oci_layout, image_config
+from auditor.testing import LayerBuilder, PassRecorder, build_docker_archive, build_oci_layout, image_config
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -72,8 +72,9 @@ def tar_names(data: bytes) -> list[str]:
 
 
 def run_audit(layout: Path, tmp_path: Path, limits: Limits = Limits(),
-              catalogers: list[Cataloger] | None = None) -> AuditResult:
-    return audit(f"oci:{layout}:t", AuditOptions(cache_dir=str(tmp_path / "cache"), limits=limits),
+              catalogers: list[Cataloger] | None = None, verify_diff_ids: bool = False) -> AuditResult:
+    return audit(f"oci:{layout}:t", AuditOptions(cache_dir=str(tmp_path / "cache"), limits=limits,
+                                                 verify_diff_ids=verify_diff_ids),
                  catalogers=catalogers)
 
 
@@ -625,16 +626,62 @@ def test_empty_layer_is_valid_and_holds_nothing(tmp_path: Path, compression: str
     assert [layer["files_visible"] for layer in build_document(result)["layers"]] == [0, 2, 0]
 
 
-def test_diff_id_that_does_not_match_the_content_is_a_digest_mismatch(tmp_path: Path) -> None:
-    layout = small_image(tmp_path / "layout")
+def _claim_diff_id(layout: Layout, number: int, diff_id: str) -> None:
     config = layout.config()
-    wrong = digest_bytes(b"some other layer")
-    config["rootfs"]["diff_ids"][0] = wrong
+    config["rootfs"]["diff_ids"][number] = diff_id
     layout.set_config(json.dumps(config).encode())
+
+
+def test_diff_id_that_does_not_match_the_content_is_a_digest_mismatch_when_verified(
+        tmp_path: Path) -> None:
+    layout = small_image(tmp_path / "layout")
+    wrong = digest_bytes(b"some other layer")
+    _claim_diff_id(layout, 0, wrong)
     with pytest.raises(DigestMismatchError, match="diff_id") as caught:
-        run_audit(layout.path, tmp_path)
+        run_audit(layout.path, tmp_path, verify_diff_ids=True)
     assert wrong in str(caught.value)
     assert cached_layer_indexes(tmp_path, wrong) == []
+
+
+def test_diff_id_mismatch_through_the_cli_with_verify_diff_ids(cli: Cli) -> None:
+    layout = small_image(cli.tmp / "layout")
+    wrong = digest_bytes(b"some other layer")
+    _claim_diff_id(layout, 0, wrong)
+    line = cli.fails("audit", f"oci:{layout.path}:t", "--verify-diff-ids", match=wrong)
+    assert "does not match diff_id" in line
+    # Without the flag the blobs, checked against their digests, are what is audited.
+    assert cli.passes("audit", f"oci:{layout.path}:t")["os"]["id"] == "base"
+
+
+def test_a_claimed_diff_id_never_serves_the_scan_of_another_blob(tmp_path: Path) -> None:
+    """Cache poisoning both ways: a hostile image claiming a known layer's diff_id is read for
+    what it holds, and a legitimate image audited after it is not served the hostile scan."""
+    real = small_image(tmp_path / "real", "gzip", LayerBuilder().dir("opt").file("opt/real", "r"))
+    fake = small_image(tmp_path / "fake", "gzip", LayerBuilder().dir("opt").file("opt/fake", "f"))
+    _claim_diff_id(fake, 1, real.config()["rootfs"]["diff_ids"][1])
+    for layout, present, absent in ((real, "opt/real", "opt/fake"), (fake, "opt/fake", "opt/real"),
+                                    (real, "opt/real", "opt/fake")):
+        passes = PassRecorder()
+        result = audit(f"oci:{layout.path}:t", AuditOptions(cache_dir=str(tmp_path / "cache")),
+                       passes)
+        assert present in result.index.entries and absent not in result.index.entries
+    assert passes.cached == [True, True]  # the real image's own scans, not the fake's
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_verified_compressed_scan_serves_the_same_layer_stored_uncompressed(
+        tmp_path: Path, verify: bool) -> None:
+    layer = LayerBuilder().dir("opt").file("opt/a", "a" * 5000)
+    gz, plain = small_image(tmp_path / "gz", "gzip", layer), small_image(tmp_path / "plain", "none", layer)
+    assert gz.config()["rootfs"]["diff_ids"] == plain.config()["rootfs"]["diff_ids"]
+    options = AuditOptions(cache_dir=str(tmp_path / "cache"), verify_diff_ids=verify)
+    audit(f"oci:{gz.path}:t", options)
+    passes = PassRecorder()
+    result = audit(f"oci:{plain.path}:t", options, passes)
+    assert "opt/a" in result.index.entries
+    # Hashed on the way, the gzip layers' content is known to be the diff_id's; unverified, the
+    # uncompressed blobs are other bytes and are read.
+    assert passes.cached == [verify, verify]
 
 
 # -- limits ----------------------------------------------------------------------------------
