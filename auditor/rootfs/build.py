@@ -102,7 +102,7 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
     """Stream every layer once (or take its cached scan), in order, into one merged index.
 
     ``verify_diff_ids`` hashes each compressed layer's content against the config's diff_id
-    (a SHA-256 over every uncompressed byte, a third of a cold pass's CPU); without it, what is
+    (a SHA-256 over every uncompressed byte, about a fifth of a cold pass's CPU); without it, what is
     read is still exactly the manifest's blobs, each checked against its digest."""
     progress = progress or LayerProgress()
     compiled = compile_plan(wants)
