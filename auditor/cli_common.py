@@ -113,6 +113,11 @@ def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       "[default: the host's].")(fn)
     fn = click.option("--insecure", is_flag=True,
                       help="Allow plain HTTP and unverified TLS for the registry.")(fn)
+    fn = click.option("--keep-layers/--no-keep-layers", default=True,
+                      help="Keep registry layers in the blob cache as they download (a cut "
+                           "download resumes; other catalogers need no second download) "
+                           "[default: keep]. With --no-keep-layers they stream through the pass "
+                           "and only the per-layer results are cached.")(fn)
     fn = click.option("--engine-host", envvar=None,
                       help="Engine API address for docker-daemon:/podman: references "
                            "[default: DOCKER_HOST / CONTAINER_HOST].")(fn)
@@ -173,7 +178,7 @@ def audit_options_from(*, cache_dir: str | None, platform: str | None, insecure:
                        gpu_arch: tuple[str, ...], rule_specs: tuple[str, ...], all_elf: bool = False,
                        max_layer_size: str | None = None, max_file_size: str | None = None,
                        max_ratio: float | None = None, max_entries: int | None = None,
-                       verify_diff_ids: bool = False) -> Any:
+                       verify_diff_ids: bool = False, keep_layers: bool = True) -> Any:
     """The AuditOptions the image options of a command ask for."""
     from auditor.audit import AuditOptions
     from auditor.model import parse_platform
@@ -191,7 +196,8 @@ def audit_options_from(*, cache_dir: str | None, platform: str | None, insecure:
         overrides["max_entries"] = max_entries
     return AuditOptions(platform=parse_platform(platform) if platform else None,
                         cache_dir=cache_dir, limits=dataclasses.replace(Limits(), **overrides),
-                        source=SourceOptions(insecure=insecure, engine_host=engine_host),
+                        source=SourceOptions(insecure=insecure, engine_host=engine_host,
+                                             keep_layers=keep_layers),
                         env=env, all_elf=all_elf, gpu_arch=gpu_arch, rules=rule_specs,
                         verify_diff_ids=verify_diff_ids)
 

@@ -13,6 +13,7 @@ from auditor.sources.cache import BlobCache
 class SourceOptions:
     insecure: bool = False  # plain HTTP / no TLS verification for registries
     engine_host: str | None = None  # overrides DOCKER_HOST / CONTAINER_HOST
+    keep_layers: bool = True  # keep downloaded registry layers in the blob cache
 
 
 def make_source(ref: ImageRef, cache: BlobCache, options: SourceOptions = SourceOptions()) -> Source:
@@ -20,7 +21,7 @@ def make_source(ref: ImageRef, cache: BlobCache, options: SourceOptions = Source
     if ref.transport == "registry":
         from auditor.sources.registry import RegistrySource
 
-        return RegistrySource(ref, insecure=options.insecure)
+        return RegistrySource(ref, insecure=options.insecure, keep_layers=options.keep_layers)
     if ref.transport == "docker-archive":
         from auditor.sources.archive import DockerArchiveSource
 

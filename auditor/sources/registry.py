@@ -291,12 +291,13 @@ class RegistryClient:
 class RegistrySource(Source):
     """An image in a registry, named by tag or digest."""
 
-    cache_blobs = True
-
     def __init__(self, ref: ImageRef, insecure: bool = False,
                  session: requests.Session | None = None, timeout: float = 30,
-                 retries: int = 4) -> None:
+                 retries: int = 4, keep_layers: bool = True) -> None:
         super().__init__(ref)
+        # Kept, a layer download resumes after a cut and serves a pass with other catalogers;
+        # streamed, it costs no disk and no write (per-layer results are cached either way).
+        self.cache_blobs = keep_layers
         if ref.registry is None or ref.repository is None:
             raise InputError(f"{ref.original} is not a registry reference")
         self.repository = ref.repository

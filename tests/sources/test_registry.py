@@ -10,6 +10,8 @@ import base64
 import http.server
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from auditor import mediatypes as mt
+from auditor.audit import AuditOptions, audit
 from auditor.digest import digest_bytes
 from auditor.errors import (
     AuthError,
@@ -30,6 +33,7 @@ from auditor.errors import (
 )
 from auditor.model import Descriptor, Platform, host_platform
 from auditor.reference import parse_reference
+from auditor.sources import SourceOptions
 from auditor.sources.auth import (
     find_credentials,
     normalize_config_key,
@@ -154,6 +158,42 @@ def test_second_audit_with_the_same_cache_fetches_no_blob(
     _audit(_source(registry, ref), cache)
 
     assert registry.count_requests("GET", "/v2/sources/cached/blobs/") == fetched
+
+
+@pytest.mark.registry
+def test_layers_not_kept_stream_through_and_only_their_results_are_cached(
+        registry: RegistryServer, tmp_path: Path, docker_config: CredentialStore) -> None:
+    built = _push(registry, tmp_path, "sources/streamed", seed=104)
+    ref = f"{registry.host}/sources/streamed@{built.manifest_digest}"
+    layer_gets = [f"/v2/sources/streamed/blobs/{d}" for d in built.layer_digests]
+
+    def run(**options: bool) -> int:
+        before = sum(registry.count_requests("GET", path) for path in layer_gets)
+        result = audit(ref, AuditOptions(cache_dir=str(tmp_path / "cache"), source=SourceOptions(
+            insecure=True, keep_layers=False), **options))
+        assert len(result.image.layers) == len(built.layer_digests)
+        return sum(registry.count_requests("GET", path) for path in layer_gets) - before
+
+    assert run() == len(built.layer_digests)
+    cache = BlobCache(tmp_path / "cache")
+    assert not any(cache.has(d) for d in built.layer_digests)
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+    assert run() == 0  # the per-layer results serve the warm audit
+    assert run(all_elf=True) == len(built.layer_digests)  # other catalogers: downloaded again
+
+
+@pytest.mark.registry
+def test_no_keep_layers_through_the_cli(registry: RegistryServer, tmp_path: Path,
+                                        docker_config: CredentialStore) -> None:
+    built = _push(registry, tmp_path, "sources/streamed-cli", seed=105)
+    cache, report = tmp_path / "cache", tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "auditor", "audit", f"{registry.host}/sources/streamed-cli:v1",
+         "--insecure", "--no-keep-layers", "--cache-dir", str(cache), "--format", "json",
+         "-o", str(report)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [layer["digest"] for layer in json.loads(report.read_text())["layers"]] == built.layer_digests
+    assert not any(BlobCache(cache).has(d) for d in built.layer_digests)
 
 
 def _layer_bytes(built: BuiltImage, index: int = 0) -> tuple[str, bytes]:
