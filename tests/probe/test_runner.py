@@ -338,11 +338,20 @@ def probe_containers(engine: Engine, token: str) -> list[Any]:
     return engine.client.containers.list(all=True, filters={"label": f"auditor.probe.test={token}"})
 
 
-def created_containers(engine: Engine, token: str, since: float) -> set[str]:
-    """Ids of the containers the engine created with this test's label (its event log)."""
-    events = engine.client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
-                                  filters={"label": f"auditor.probe.test={token}", "event": "create"})
-    return {event.get("id") or event.get("Actor", {}).get("ID") for event in events}
+def created_containers(engine: Engine, token: str, since: float, expected: int) -> set[str]:
+    """Ids of the containers the engine created with this test's label (its event log).
+
+    podman writes its event log behind the API: a query right after the runs can come back
+    empty (seen once in a full run), so ask again for a few seconds until ``expected`` show."""
+    deadline = time.monotonic() + 10
+    while True:
+        events = engine.client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+                                      filters={"label": f"auditor.probe.test={token}",
+                                               "event": "create"})
+        created = {event.get("id") or event.get("Actor", {}).get("ID") for event in events}
+        if len(created) >= expected or time.monotonic() > deadline:
+            return created
+        time.sleep(0.5)
 
 
 @pytest.fixture
@@ -381,7 +390,7 @@ class TestRealContainers:
             assert result.output is not None
             assert result.output["schema"] == "auditor-probe-payload/1"
             assert result.output["config"]["seed"] == 0
-        created = created_containers(engine, token, since)
+        created = created_containers(engine, token, since, 2)
         assert len(created) == 2, created   # two containers, each run once, both removed
 
     def test_the_container_has_no_network(self, engine: Engine, images: ProbeImages, token: str,
@@ -458,7 +467,7 @@ class TestRealContainers:
         assert all(r.output is None and r.exit_code is None for r in results)
         assert "executable file not found" in results[0].log_tail
         # python3 then python, once: the second repeat does not try again
-        assert len(created_containers(engine, token, since)) == 2
+        assert len(created_containers(engine, token, since, 2)) == 2
 
     def test_the_image_entrypoint_is_replaced(self, engine: Engine, images: ProbeImages, token: str,
                                               tmp_path: Path) -> None:
