@@ -115,11 +115,12 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
             progress.layer_started(layer, None, cached=True)
         else:
             progress.layer_started(layer, layer.size, cached=False)
-            verify = verify_diff_ids or layer.digest == layer.diff_id
-            scan = scan_one_layer(image, layer, plan, cache, limits, progress, verify)
-            cache.store_layer_index(layer.diff_id, layer.digest, key, scan.to_json())
-            if verify and layer.digest != layer.diff_id:
-                cache.store_layer_index(layer.diff_id, layer.diff_id, key, scan.to_json())
+            # A layer stored uncompressed has its diff_id for digest: the blob's check covers it.
+            hashed = verify_diff_ids and layer.digest != layer.diff_id
+            scan = scan_one_layer(image, layer, plan, cache, limits, progress,
+                                  layer.diff_id if hashed else None)
+            blobs = [layer.digest, layer.diff_id] if hashed else [layer.digest]
+            cache.store_layer_index(layer.diff_id, blobs, key, scan.to_json())
         index.apply(scan)
         progress.layer_done(layer)
     return index
@@ -151,7 +152,8 @@ def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan, limits: L
 
 
 def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
-                   limits: Limits, progress: LayerProgress, verify_diff_id: bool = False) -> LayerScan:
+                   limits: Limits, progress: LayerProgress, diff_id: str | None = None) -> LayerScan:
+    """One layer's pass; with ``diff_id``, its uncompressed bytes are hashed against it."""
     what = f"layer {layer.index} ({layer.digest})"
 
     def store(data: bytes) -> str:
@@ -159,8 +161,6 @@ def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
         cache.put_bytes(digest, data)
         return digest
 
-    # A layer stored uncompressed has its diff_id for digest: the blob's check covers it.
-    diff_id = layer.diff_id if verify_diff_id and layer.diff_id != layer.digest else None
     with image.open_layer(layer, progress.advance) as compressed:
         reader = LayerReader(compressed, limits, what, diff_id)
         try:

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -205,9 +205,12 @@ class BlobCache:
         _touch(path)
         return data
 
-    def store_layer_index(self, diff_id: str, blob: str, key: str, data: dict[str, Any]) -> None:
+    def store_layer_index(self, diff_id: str, blobs: Sequence[str], key: str,
+                          data: dict[str, Any]) -> None:
+        """Keep one scan for each blob known to hold the layer's bytes."""
         payload = json.dumps(data, separators=(",", ":")).encode()
-        self._write_atomic(self.layer_index_path(diff_id, blob, key), payload)
+        for blob in blobs:
+            self._write_atomic(self.layer_index_path(diff_id, blob, key), payload)
 
     # -- maintenance -----------------------------------------------------------------------
     def info(self) -> CacheInfo:
