@@ -51,6 +51,9 @@ class RootfsIndex:
     analyzed: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> owner -> facts
     whiteouts_applied: int = 0
     _children: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    # parent directory -> where it resolves (None: nowhere), while the tree stays as it is: a
+    # layer's pass asks for every one of its paths, and most share a few new directories
+    _landings: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     # -- building --------------------------------------------------------------------------
     def apply(self, scan: LayerScan) -> None:
@@ -95,6 +98,7 @@ class RootfsIndex:
         self.skipped.extend(scan.skipped)
 
     def _add(self, entry: FileEntry) -> None:
+        self._landings.clear()
         self.entries[entry.path] = entry
         self.captured.pop(entry.path, None)
         self.analyzed.pop(entry.path, None)
@@ -112,6 +116,7 @@ class RootfsIndex:
             path = parent
 
     def _remove_tree(self, path: str) -> None:
+        self._landings.clear()
         stack = [path]
         while stack:
             current = stack.pop()
@@ -164,7 +169,10 @@ class RootfsIndex:
         entry = self.entries.get(parent)
         if entry is not None and entry.type == "dir":
             return path
-        resolved = self.resolve(parent)
+        if parent in self._landings:
+            resolved = self._landings[parent]
+        else:
+            resolved = self._landings[parent] = self.resolve(parent)
         return _join(resolved, name) if resolved is not None else path
 
     # -- reading ---------------------------------------------------------------------------

@@ -276,7 +276,8 @@ def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, p
             f"{limits.max_analyze_bytes}; not analyzed"))
     if not capture and not owners:
         return
-    extracted = tar.extractfile(member)
+    direct = _in_place(tar, member)
+    extracted = direct or tar.extractfile(member)
     if extracted is None:
         return
     # the first bytes decide which analyzers look at the file: a non-ELF file among "*" is
@@ -296,6 +297,8 @@ def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, p
         copy = tempfile.TemporaryFile(dir=handover.spill_dir)  # noqa: SIM115 - closed below
         copy.write(head)
         copied = len(head)
+        if direct is not None:  # a library of hundreds of MB: no copy on the way to the file
+            copied += direct.copy_to(copy, size - copied)
         while chunk := extracted.read(min(SPILL_CHUNK, size - copied)):
             copy.write(chunk)
             copied += len(chunk)
@@ -309,6 +312,18 @@ def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, p
 
 
 SPILL_CHUNK = 1 << 20
+
+
+def _in_place(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Any:
+    """The layer stream itself at the member's first byte, when it can be read there: a
+    :class:`~auditor.rootfs.decompress.LayerReader` (which writes its chunks out without copying
+    them) and a member stored as one run of bytes (not a GNU sparse file). The caller reads no
+    more than the member's size. Else None: tarfile's own reader serves."""
+    stream = tar.fileobj
+    if not hasattr(stream, "copy_to") or member.issparse():
+        return None
+    stream.seek(member.offset_data)
+    return stream
 
 
 def run_analyzer(analyze: Analyzer, stream: BinaryIO, size: int) -> dict[str, Any]:
