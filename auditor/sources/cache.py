@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 from auditor.digest import VerifyingReader, parse_digest
 from auditor.errors import DigestMismatchError, EnvironmentProblem
+from auditor.sources.blobfile import SequentialFile
 
 CHUNK = 1 << 20
 
@@ -171,21 +172,23 @@ class BlobCache:
         download keeps is read back. Returns the hash and the number of bytes."""
         stream, start = opener(offset)
         hasher = hashlib.new(algorithm)
-        with contextlib.closing(stream), open(partial, "r+b" if start else "wb") as out:
-            while out.tell() < start and (chunk := out.read(min(CHUNK, start - out.tell()))):
-                hasher.update(chunk)
-            out.truncate(start)
+        with contextlib.closing(stream):
+            if start:
+                with open(partial, "rb") as kept:
+                    while (left := start - kept.tell()) > 0 and (chunk := kept.read(min(CHUNK, left))):
+                        hasher.update(chunk)
             written = start
             if progress and start:
                 progress(start)
-            while chunk := stream.read(CHUNK):
-                written += len(chunk)
-                if size is not None and written > size:
-                    raise DigestMismatchError(f"blob is longer than its declared size {size}")
-                hasher.update(chunk)
-                out.write(chunk)
-                if progress:
-                    progress(len(chunk))
+            with SequentialFile(partial, start) as out:
+                while chunk := stream.read(CHUNK):
+                    written += len(chunk)
+                    if size is not None and written > size:
+                        raise DigestMismatchError(f"blob is longer than its declared size {size}")
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
         return hasher, written
 
     # -- per-layer results -----------------------------------------------------------------
@@ -303,7 +306,7 @@ class _TeeSource:
         if start:
             self._stream.close()
             raise EnvironmentProblem(f"asked for a blob from its start, the source sent from {start}")
-        self._out = open(partial, "wb")  # noqa: SIM115 - closed in close()
+        self._out = SequentialFile(partial)
         self._closed = False
 
     def read(self, n: int = -1) -> bytes:
