@@ -29,6 +29,7 @@ class AuditOptions:
     rules: tuple[str, ...] = ()  # --rules: extra packs (paths, pinned URLs)
     builtin_rules: bool = True
     verify_diff_ids: bool = False  # --verify-diff-ids: hash each layer against the config's diff_id
+    lazy: bool = False  # --lazy: zstd:chunked layers read by their table of contents
 
 
 @dataclass
@@ -62,7 +63,8 @@ def audit(reference: str | ImageRef, options: AuditOptions = AuditOptions(),
     try:
         image = open_image(source, cache, options.platform)
         wants = [want for cataloger in catalogers for want in cataloger.wants]
-        index = build_rootfs(image, cache, wants, options.limits, progress, options.verify_diff_ids)
+        index = build_rootfs(image, cache, wants, options.limits, progress, options.verify_diff_ids,
+                             options.lazy)
         rootfs_done = time.monotonic()
         facts = image.facts()
     finally:

@@ -132,7 +132,7 @@ def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                            "H100), for rules that depend on it; repeatable, or comma-separated. "
                            "Without it such rules state the GPU as an assumption.")(fn)
     fn = rules_option(fn)
-    return limit_options(cache_option(report_options(verify_option(fn))))
+    return limit_options(cache_option(report_options(verify_option(lazy_option(fn)))))
 
 
 def verify_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,6 +141,15 @@ def verify_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                              "config claims, as containerd does when it unpacks (a SHA-256 of "
                              "every uncompressed byte). Blobs are always checked against their "
                              "digests.")(fn)
+
+
+def lazy_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--lazy", is_flag=True,
+                        help="Read zstd:chunked layers by their table of contents: fetch only the "
+                             "chunks catalogers read (HTTP Range), each checked against the table, "
+                             "the table against the manifest. The blob's own digest is then not "
+                             "checked, nor the tar an engine would unpack; the report marks such "
+                             "layers. Other layers are read whole.")(fn)
 
 
 def rules_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -178,7 +187,8 @@ def audit_options_from(*, cache_dir: str | None, platform: str | None, insecure:
                        gpu_arch: tuple[str, ...], rule_specs: tuple[str, ...], all_elf: bool = False,
                        max_layer_size: str | None = None, max_file_size: str | None = None,
                        max_ratio: float | None = None, max_entries: int | None = None,
-                       verify_diff_ids: bool = False, keep_layers: bool = True) -> Any:
+                       verify_diff_ids: bool = False, keep_layers: bool = True,
+                       lazy: bool = False) -> Any:
     """The AuditOptions the image options of a command ask for."""
     from auditor.audit import AuditOptions
     from auditor.model import parse_platform
@@ -199,7 +209,7 @@ def audit_options_from(*, cache_dir: str | None, platform: str | None, insecure:
                         source=SourceOptions(insecure=insecure, engine_host=engine_host,
                                              keep_layers=keep_layers),
                         env=env, all_elf=all_elf, gpu_arch=gpu_arch, rules=rule_specs,
-                        verify_diff_ids=verify_diff_ids)
+                        verify_diff_ids=verify_diff_ids, lazy=lazy)
 
 
 def prepare_outputs(fmt: str, outputs: tuple[str, ...], formats: tuple[str, ...]) -> list[Any]:

@@ -16,6 +16,7 @@ from auditor.cli_common import (
     audit_options_from,
     cache_option,
     handle_errors,
+    lazy_option,
     limit_options,
     prepare_outputs,
     report,
@@ -86,6 +87,7 @@ def _parse_fail_on_change(_ctx: click.Context, _param: click.Parameter,
 @cache_option
 @limit_options
 @verify_option
+@lazy_option
 @handle_errors
 def diff(old: str, new: str, fmt: str, outputs: tuple[str, ...], fail_on: tuple[str, ...],
          **options: Any) -> None:

@@ -87,6 +87,8 @@ class Layer:
     media_type: str
     size: int
     created_by: str | None = None
+    # the descriptor's annotations (a zstd:chunked table of contents' place and digest)
+    annotations: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,8 @@ def build_document(result: AuditResult) -> dict[str, Any]:
                 "size": layer.size,
                 "files_visible": layer_files.get(layer.index, 0),
                 "created_by": layer.created_by,
+                **({"lazy": result.index.lazy[layer.index]} if layer.index in result.index.lazy
+                   else {}),
             }
             for layer in image.layers
         ],

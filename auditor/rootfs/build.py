@@ -20,6 +20,8 @@ from auditor.errors import InputError, LimitExceededError
 from auditor.model import Layer
 from auditor.rootfs.decompress import LayerReader, Limits
 from auditor.rootfs.index import RootfsIndex, glob_matcher
+from auditor.rootfs.lazy import scan_toc
+from auditor.rootfs.toc import TocPosition, parse_toc, toc_position
 from auditor.rootfs.walker import Analyzer, Handler, LayerScan, scan_layer
 from auditor.sources.base import Image
 from auditor.sources.cache import BlobCache
@@ -98,21 +100,37 @@ def cache_key(wants: Sequence[Want], limits: Limits) -> str:
 
 def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
                  limits: Limits = Limits(), progress: LayerProgress | None = None,
-                 verify_diff_ids: bool = False) -> RootfsIndex:
+                 verify_diff_ids: bool = False, lazy: bool = False) -> RootfsIndex:
     """Stream every layer once (or take its cached scan), in order, into one merged index.
 
     ``verify_diff_ids`` hashes each compressed layer's content against the config's diff_id
     (a SHA-256 over every uncompressed byte, about a fifth of a cold pass's CPU); without it, what is
-    read is still exactly the manifest's blobs, each checked against its digest."""
+    read is still exactly the manifest's blobs, each checked against its digest.
+
+    ``lazy`` reads a zstd:chunked layer by its table of contents instead (:mod:`auditor.rootfs.lazy`):
+    only the chunks catalogers read are fetched, each checked against the table, the table
+    against the manifest's annotation; the blob's digest is then not checked."""
+    if lazy and verify_diff_ids:
+        raise InputError("a lazily read layer is not read whole, so its diff_id cannot be "
+                         "verified: use --lazy or --verify-diff-ids, not both")
     progress = progress or LayerProgress()
     compiled = compile_plan(wants)
     key = cache_key(wants, limits)
     index = RootfsIndex()
     plan = Plan(wanted_over(index, compiled.capture), wanted_over(index, compiled.analyzers))
     for layer in image.layers:
+        what = f"layer {layer.index} ({layer.digest})"
+        toc = toc_position(layer.annotations, layer.size, what) if lazy else None
+        toc_key = f"{key}-toc{toc.checksum[7:23]}" if toc else None
         scan = _cached_scan(cache, layer, key, plan, limits, index)
+        if scan is None and toc_key:  # a whole read of the blob serves too, and first
+            scan = _cached_scan(cache, layer, toc_key, plan, limits, index)
         if scan is not None:
             progress.layer_started(layer, None, cached=True)
+        elif toc is not None and toc_key is not None:
+            progress.layer_started(layer, None, cached=False)
+            scan = scan_lazy_layer(image, layer, toc, plan, cache, limits, progress)
+            cache.store_layer_index(layer.diff_id, [layer.digest], toc_key, scan.to_json())
         else:
             progress.layer_started(layer, layer.size, cached=False)
             # A layer stored uncompressed has its diff_id for digest: the blob's check covers it.
@@ -151,20 +169,42 @@ def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan, limits: L
     return scan
 
 
-def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
-                   limits: Limits, progress: LayerProgress, diff_id: str | None = None) -> LayerScan:
-    """One layer's pass; with ``diff_id``, its uncompressed bytes are hashed against it."""
+def scan_lazy_layer(image: Image, layer: Layer, toc: TocPosition, plan: Plan, cache: BlobCache,
+                    limits: Limits, progress: LayerProgress) -> LayerScan:
+    """One zstd:chunked layer read by its table of contents."""
     what = f"layer {layer.index} ({layer.digest})"
 
+    def fetch(start: int, end: int) -> bytes:
+        data = image.read_range(layer, start, end)
+        progress.advance(len(data))
+        return data
+
+    entries = parse_toc(fetch(toc.offset, toc.offset + toc.length), toc, what, limits.max_entries)
+    scan = scan_toc(entries, layer.index, plan.capture, _storer(cache), fetch, limits, what,
+                    plan.analyzers, str(cache.root / "tmp"))
+    scan.toc = toc.checksum
+    scan.fetched_bytes += toc.length
+    return scan
+
+
+def _storer(cache: BlobCache) -> Callable[[bytes], str]:
+    """Where captured files go: the blob cache, under their digest."""
     def store(data: bytes) -> str:
         digest = digest_bytes(data)
         cache.put_bytes(digest, data)
         return digest
 
+    return store
+
+
+def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
+                   limits: Limits, progress: LayerProgress, diff_id: str | None = None) -> LayerScan:
+    """One layer's pass; with ``diff_id``, its uncompressed bytes are hashed against it."""
+    what = f"layer {layer.index} ({layer.digest})"
     with image.open_layer(layer, progress.advance) as compressed:
         reader = LayerReader(compressed, limits, what, diff_id)
         try:
-            scan = scan_layer(reader, layer.index, plan.capture, store,  # type: ignore[arg-type]
+            scan = scan_layer(reader, layer.index, plan.capture, _storer(cache),  # type: ignore[arg-type]
                               limits, what, plan.analyzers, str(cache.root / "tmp"))
             reader.finish()  # the tar's end is not the stream's: every byte inflated (and hashed)
         except LimitExceededError:

@@ -50,6 +50,7 @@ class RootfsIndex:
     captured: dict[str, str] = field(default_factory=dict)  # path -> content digest
     analyzed: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> owner -> facts
     whiteouts_applied: int = 0
+    lazy: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer -> how its table was read
     _children: dict[str, set[str]] = field(default_factory=dict, repr=False)
     # parent directory -> where it resolves (None: nowhere), while the tree stays as it is: a
     # layer's pass asks for every one of its paths, and most share a few new directories
@@ -96,6 +97,8 @@ class RootfsIndex:
         for link in hardlinks:
             self._check_hardlink(link, scan)
         self.skipped.extend(scan.skipped)
+        if scan.toc:
+            self.lazy[scan.layer] = {"toc": scan.toc, "fetched_bytes": scan.fetched_bytes}
 
     def _add(self, entry: FileEntry) -> None:
         self._landings.clear()

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from auditor.errors import InputError, LimitExceededError
+from auditor.errors import AuditorError, InputError, LimitExceededError
 from auditor.model import FileEntry, Skipped
 from auditor.rootfs.decompress import Limits
 
@@ -55,8 +55,11 @@ class LayerScan:
     captured: dict[str, str] = field(default_factory=dict)  # path -> content digest
     analyzed: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> owner -> facts
     uncompressed_bytes: int = 0
+    toc: str | None = None  # read by its table of contents (its digest): see auditor.rootfs.lazy
+    fetched_bytes: int = 0  # then: the compressed bytes fetched
 
     def to_json(self) -> dict[str, Any]:
+        lazy = {"toc": self.toc, "fetched_bytes": self.fetched_bytes} if self.toc else {}
         return {
             "layer": self.layer,
             "entries": [[e.path, e.type, e.mode, e.size, e.link, e.uid, e.gid]
@@ -67,6 +70,7 @@ class LayerScan:
             "captured": self.captured,
             "analyzed": self.analyzed,
             "uncompressed_bytes": self.uncompressed_bytes,
+            **lazy,
         }
 
     @classmethod
@@ -81,6 +85,8 @@ class LayerScan:
             captured=dict(data["captured"]),
             analyzed=dict(data.get("analyzed") or {}),
             uncompressed_bytes=int(data.get("uncompressed_bytes", 0)),
+            toc=data.get("toc"),
+            fetched_bytes=int(data.get("fetched_bytes", 0)),
         )
 
 
@@ -218,52 +224,61 @@ class _Handover:
 
 def _take(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, handover: _Handover,
           limits: Limits) -> None:
-    path, reason = normalize_path(member.name)
+    path = record_entry(scan, member.name, _TYPES.get(member.type), f"tar entry type {member.type!r}",
+                        member.mode, member.size, member.linkname, member.uid, member.gid)
+    if path is not None:
+        capture = handover.wants(path)
+        owners = handover.analyzers(path) if handover.analyzers else ()
+        if capture or owners:
+            _hand_over(tar, member, scan, path, member.size, capture, owners, handover, limits)
+
+
+def record_entry(scan: LayerScan, name: str, kind: str | None, type_text: str, mode: int,
+                 size: int, linkname: str, uid: int, gid: int) -> str | None:
+    """Record one layer entry (``kind``: file, dir, symlink, ...; None for a type we do not
+    apply, named ``type_text``) as it stands in the layer: a path, a whiteout, an opaque marker,
+    or a skipped hostile entry. Returns the path of a regular file, whose bytes may be wanted."""
+    path, reason = normalize_path(name)
     if reason:
-        scan.skipped.append(Skipped(scan.layer, member.name, reason))
-        return
+        scan.skipped.append(Skipped(scan.layer, name, reason))
+        return None
     if not path:
-        return  # the root directory itself
+        return None  # the root directory itself
     head, _, base = path.rpartition("/")
     if base == OPAQUE_MARKER:
         scan.opaque_dirs.append(head)
-        return
+        return None
     if base.startswith(WHITEOUT_PREFIX):
         target = base[len(WHITEOUT_PREFIX):]
         if target.startswith(WHITEOUT_PREFIX):  # aufs metadata such as .wh..wh.plnk
             scan.skipped.append(Skipped(scan.layer, path, "aufs metadata entry"))
         elif target:
             scan.whiteouts.append(f"{head}/{target}" if head else target)
-        return
-    kind = _TYPES.get(member.type)
+        return None
     if kind is None:
-        scan.skipped.append(Skipped(scan.layer, path, f"unsupported tar entry type {member.type!r}"))
-        return
+        scan.skipped.append(Skipped(scan.layer, path, f"unsupported {type_text}"))
+        return None
     link = None
     if kind == "symlink":
-        link = member.linkname
+        link = linkname
         if not link:
             scan.skipped.append(Skipped(scan.layer, path, "symlink with an empty target"))
-            return
+            return None
     elif kind == "hardlink":
-        link, reason = normalize_path(member.linkname)
+        link, reason = normalize_path(linkname)
         if reason or not link:
-            scan.skipped.append(Skipped(scan.layer, path, f"hardlink target {member.linkname!r}: "
+            scan.skipped.append(Skipped(scan.layer, path, f"hardlink target {linkname!r}: "
                                         f"{reason or 'empty'}"))
-            return
-    size = member.size if kind == "file" else 0
-    scan.entries.append(FileEntry(path, kind, scan.layer, member.mode & 0o7777, size, link,
-                                  member.uid, member.gid))
-    if kind == "file":
-        capture = handover.wants(path)
-        owners = handover.analyzers(path) if handover.analyzers else ()
-        if capture or owners:
-            _hand_over(tar, member, scan, path, size, capture, owners, handover, limits)
+            return None
+    scan.entries.append(FileEntry(path, kind, scan.layer, mode & 0o7777,
+                                  size if kind == "file" else 0, link, uid, gid))
+    return path if kind == "file" else None
 
 
-def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, path: str,
-               size: int, capture: bool, owners: Sequence[Handler],
-               handover: _Handover, limits: Limits) -> None:
+def within_limits(scan: LayerScan, path: str, size: int, capture: bool,
+                  owners: Sequence[Handler], limits: Limits) -> tuple[bool, Sequence[Handler]]:
+    """What may still be done with a wanted file of ``size`` bytes under ``limits``; what may
+    not is recorded as skipped."""
     if capture and size > limits.max_capture_bytes:
         capture = False
         scan.skipped.append(Skipped(
@@ -274,6 +289,18 @@ def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, p
         scan.skipped.append(Skipped(
             scan.layer, path, f"{size} bytes, over the analysis limit of "
             f"{limits.max_analyze_bytes}; not analyzed"))
+    return capture, owners
+
+
+def magic_length(owners: Sequence[Handler]) -> int:
+    """How many first bytes decide which of ``owners`` look at a file."""
+    return max((len(m) for _, _, m in owners), default=0)
+
+
+def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, path: str,
+               size: int, capture: bool, owners: Sequence[Handler],
+               handover: _Handover, limits: Limits) -> None:
+    capture, owners = within_limits(scan, path, size, capture, owners, limits)
     if not capture and not owners:
         return
     direct = _in_place(tar, member)
@@ -282,7 +309,7 @@ def _hand_over(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: LayerScan, p
         return
     # the first bytes decide which analyzers look at the file: a non-ELF file among "*" is
     # passed over without being copied anywhere
-    head = extracted.read(min(size, max((len(m) for _, _, m in owners), default=0)))
+    head = extracted.read(min(size, magic_length(owners)))
     owners = [h for h in owners if head.startswith(h[2])]
     if not capture and not owners:
         return
@@ -330,5 +357,7 @@ def run_analyzer(analyze: Analyzer, stream: BinaryIO, size: int) -> dict[str, An
     """An analyzer's facts; hostile content that breaks it is recorded, and the pass goes on."""
     try:
         return analyze(stream, size)
+    except AuditorError:
+        raise  # the stream's own failure (a fetched chunk that is not what it should be)
     except Exception as err:  # image content is hostile: any parser may fail on it
         return {"error": f"{err.__class__.__name__}: {err}"[:500]}

@@ -59,6 +59,23 @@ class Source(ABC):
     def blob(self, descriptor: Descriptor, offset: int = 0) -> tuple[BinaryIO, int]:
         """A stream of a blob from ``offset``, or from 0 if it cannot resume; returns the start."""
 
+    def blob_range(self, descriptor: Descriptor, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of a blob, unverified (the caller holds digests of what it
+        asks for). This default opens the blob at ``start`` and reads on; a remote source asks
+        for just the range."""
+        stream, at = self.blob(descriptor, start)
+        try:
+            if at < start:
+                seekable = getattr(stream, "seekable", None)
+                if seekable is not None and seekable():
+                    stream.seek(start)
+                else:
+                    while at < start and (skipped := stream.read(min(1 << 20, start - at))):
+                        at += len(skipped)
+            return stream.read(end - start)
+        finally:
+            stream.close()
+
     def facts(self) -> dict[str, Any]:
         """Extra facts a source knows (an engine's RepoDigests); shown in the report."""
         return {}
@@ -112,6 +129,23 @@ class Image:
     def open_layer(self, layer: Layer, progress: ProgressHook | None = None) -> VerifyingReader:
         """The layer's compressed bytes, verified against its digest as they are read."""
         return self._open_blob(self.layer_descriptor(layer), f"layer {layer.index}", progress)
+
+    def read_range(self, layer: Layer, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of a layer's blob, unverified (from the cache when it holds
+        the blob, which was verified on the way in)."""
+        what = f"layer {layer.index} ({layer.digest})"
+        if not 0 <= start < end <= layer.size:
+            raise InputError(f"{what}: bytes {start}..{end} asked for, outside its {layer.size} bytes")
+        if self.cache is not None and self.cache.has(layer.digest):
+            with self.cache.open(layer.digest) as cached:
+                cached.seek(start)
+                data = cached.read(end - start)
+        else:
+            data = self.source.blob_range(self.layer_descriptor(layer), start, end)
+        if len(data) != end - start:
+            raise InputError(f"{what}: blob ends before byte {end} (got {len(data)} of "
+                             f"{end - start} bytes at {start})")
+        return data
 
     def _open_blob(self, desc: Descriptor, what: str, progress: ProgressHook | None) -> VerifyingReader:
         if self.cache is not None and self.source.cache_blobs:
@@ -267,5 +301,5 @@ def _layers(manifest: dict[str, Any], config: dict[str, Any], digest: str) -> li
         if desc.media_type and desc.media_type not in mt.LAYER_TYPES:
             raise InputError(f"layer {i} ({desc.digest}) has unsupported media type {desc.media_type!r}")
         layers.append(Layer(i, desc.digest, diff_id, desc.media_type or mt.OCI_LAYER, desc.size,
-                            created_by[i] if i < len(created_by) else None))
+                            created_by[i] if i < len(created_by) else None, desc.annotations))
     return layers

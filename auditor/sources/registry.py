@@ -343,6 +343,29 @@ class RegistrySource(Source):
             return self.blob(descriptor, 0)
         return _ResponseStream(response, descriptor.digest, self.client.registry), start
 
+    def blob_range(self, descriptor: Descriptor, start: int, end: int) -> bytes:
+        """One ``Range`` request. A registry (or the storage it redirects to) that answers a
+        range with the whole blob is read on to the range: correct, but slow."""
+        path = f"/v2/{self.repository}/blobs/{descriptor.digest}"
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{end - 1}"}
+        response = self.client.get(path, self.scope, headers, stream=True)
+        if response.status_code == 404:
+            response.close()
+            raise NotFoundError(f"blob {descriptor.digest} not found in {self._where()}")
+        if response.status_code not in (200, 206):
+            raise self._error(response, f"bytes {start}-{end - 1} of blob {descriptor.digest}")
+        stream = _ResponseStream(response, descriptor.digest, self.client.registry)
+        try:
+            at = _range_start(response) if response.status_code == 206 else 0
+            if at not in (0, start):
+                raise EnvironmentProblem(f"registry {self.client.registry} answered bytes from "
+                                         f"{at} when asked for {start} of blob {descriptor.digest}")
+            while at < start and (skipped := stream.read(min(1 << 20, start - at))):
+                at += len(skipped)
+            return stream.read(end - start)
+        finally:
+            stream.close()
+
     def facts(self) -> dict[str, Any]:
         return {"registry": self.client.registry, "repository": self.repository}
 

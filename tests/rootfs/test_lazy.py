@@ -1,0 +1,221 @@
+"""--lazy: zstd:chunked layers (written by skopeo, as podman pushes them) read by their table of
+contents: the same audit as a whole read, from a fraction of the bytes, every chunk verified."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from auditor.audit import AuditOptions, audit
+from auditor.digest import digest_bytes
+from auditor.errors import DigestMismatchError, InputError
+from auditor.report.document import build_document
+from auditor.rootfs.toc import TocPosition, parse_toc, toc_position
+from auditor.sources import SourceOptions
+from auditor.testing import LayerBuilder, PassRecorder, build_oci_layout
+from fixtures.elf_libs import compile_library
+from fixtures.registry_server import RegistryServer, push_oci_layout
+from tests.rootfs.test_hostile import Cli, Layout
+
+PADDING = 6 << 20  # random bytes in the library: many chunks, of which ELF parsing reads few
+POSITION = "io.containers.zstd-chunked.manifest-position"
+CHECKSUM = "io.containers.zstd-chunked.manifest-checksum"
+VOLATILE = ("elapsed_seconds", "timings", "generated_at", "lazy")
+
+
+def _skopeo() -> str:
+    found = shutil.which("skopeo")
+    assert found, "skopeo is missing: scripts/setup-system.sh installs it"
+    return found
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OCI layout of two zstd:chunked layers: a base, and a large gcc-built libnccl (version
+    string, getter, and random padding in a section of its own) beside a large unwanted file."""
+    root = tmp_path_factory.mktemp("lazy")
+    lib = compile_library("nccl", root / "gcc")
+    padding = root / "padding.bin"
+    padding.write_bytes(os.urandom(PADDING))
+    subprocess.run(["objcopy", "--add-section", f".padding={padding}", str(lib)], check=True,
+                   capture_output=True, timeout=60)
+    base = (LayerBuilder().dir("etc").file("etc/os-release", "ID=debian\nVERSION_ID=12\n")
+            .file("usr/lib/python3/dist-packages/demo-1.0.dist-info/METADATA",
+                  "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"))
+    libs = (LayerBuilder().dir("usr/lib/x86_64-linux-gnu")
+            .file("usr/lib/x86_64-linux-gnu/libnccl.so.2", lib.read_bytes(), mode=0o755)
+            .symlink("usr/lib/x86_64-linux-gnu/libnccl.so", "libnccl.so.2")
+            .file("opt/weights.bin", os.urandom(3 << 20))
+            .whiteout("usr/lib/python3/dist-packages/demo-1.0.dist-info/METADATA"))
+    build_oci_layout(root / "gzip", [base, libs], tag="t")
+    subprocess.run([_skopeo(), "copy", "--dest-compress", "--dest-compress-format", "zstd:chunked",
+                    f"oci:{root / 'gzip'}:t", f"oci:{root / 'zstd'}:t"], check=True,
+                   capture_output=True, timeout=300)
+    return root / "zstd"
+
+
+def _document(reference: str, cache: Path, lazy: bool,
+              progress: PassRecorder | None = None) -> dict[str, Any]:
+    return build_document(audit(reference, AuditOptions(cache_dir=str(cache), lazy=lazy), progress))
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def test_skopeo_writes_annotated_zstd_chunked_layers(chunked: Path) -> None:
+    layers = Layout(chunked).manifest()["layers"]
+    assert [layer["mediaType"] for layer in layers] == ["application/vnd.oci.image.layer.v1.tar+zstd"] * 2
+    assert all(POSITION in layer["annotations"] and CHECKSUM in layer["annotations"]
+               for layer in layers)
+
+
+def test_a_lazy_audit_is_the_whole_audit_from_a_fraction_of_the_bytes(chunked: Path,
+                                                                       tmp_path: Path) -> None:
+    whole = _document(f"oci:{chunked}:t", tmp_path / "whole", lazy=False)
+    lazy = _document(f"oci:{chunked}:t", tmp_path / "lazy", lazy=True)
+    assert _stable(lazy) == _stable(whole)
+    assert [c["version"] for c in lazy["numeric_stack"] if c["component"] == "nccl"] == ["2.18.3"]
+    assert "lazy" not in json.dumps(whole["layers"])
+    big = lazy["layers"][1]
+    assert big["lazy"]["toc"] == Layout(chunked).manifest()["layers"][1]["annotations"][CHECKSUM]
+    # the library's headers, dynamic section and strings, not its padding or the unwanted file
+    assert 0 < big["lazy"]["fetched_bytes"] < big["size"] // 4
+
+
+def test_a_lazy_scan_is_cached_apart_and_a_whole_read_is_preferred(chunked: Path,
+                                                                   tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first, warm, whole, after = PassRecorder(), PassRecorder(), PassRecorder(), PassRecorder()
+    _document(f"oci:{chunked}:t", cache, lazy=True, progress=first)
+    _document(f"oci:{chunked}:t", cache, lazy=True, progress=warm)
+    assert (first.cached, warm.cached) == ([False, False], [True, True])
+    document = _document(f"oci:{chunked}:t", cache, lazy=False, progress=whole)
+    assert whole.cached == [False, False]  # a lazy scan never stands for a verified whole read
+    assert "lazy" not in json.dumps(document["layers"])
+    lazy_again = _document(f"oci:{chunked}:t", cache, lazy=True, progress=after)
+    assert after.cached == [True, True]
+    assert "lazy" not in json.dumps(lazy_again["layers"])  # the whole read serves, and first
+
+
+@pytest.mark.registry
+def test_lazy_over_a_registry_fetches_ranges(chunked: Path, registry: RegistryServer,
+                                             tmp_path: Path) -> None:
+    push_oci_layout(chunked, "t", registry, "lazy/chunked", dest_tag="v1")
+    reference = f"{registry.host}/lazy/chunked:v1"
+    options = AuditOptions(cache_dir=str(tmp_path / "cache"), lazy=True,
+                           source=SourceOptions(insecure=True))
+    document = build_document(audit(reference, options))
+    whole = _document(f"oci:{chunked}:t", tmp_path / "whole", lazy=False)
+    assert _stable(document["numeric_stack"]) == _stable(whole["numeric_stack"])
+    assert _stable(document["linkage"]) == _stable(whole["linkage"])
+    assert document["rootfs"]["fingerprint"] == whole["rootfs"]["fingerprint"]
+    big = document["layers"][1]
+    assert 0 < big["lazy"]["fetched_bytes"] < big["size"] // 4
+    blobs = tmp_path / "cache" / "blobs" / "sha256"
+    assert all(p.stat().st_size < big["size"] // 4 for p in blobs.iterdir())  # no layer kept
+
+
+# -- hostile tables ----------------------------------------------------------------------------
+def _copy(chunked: Path, tmp_path: Path) -> Layout:
+    shutil.copytree(chunked, tmp_path / "image")
+    return Layout(tmp_path / "image")
+
+
+def _rewrite_toc(layout: Layout, number: int, edit: Any) -> None:
+    """Replace a layer's table (edited by ``edit``) and keep every digest, size and annotation
+    right: what a hostile author can publish."""
+    manifest = layout.manifest()
+    descriptor = manifest["layers"][number]
+    blob = layout.blob(descriptor["digest"]).read_bytes()
+    offset, length, _, kind = (int(x) for x in descriptor["annotations"][POSITION].split(":"))
+    document = json.loads(zstandard.ZstdDecompressor().decompress(blob[offset:offset + length]))
+    edit(document)
+    raw = json.dumps(document).encode()
+    table = zstandard.ZstdCompressor().compress(raw)
+    data = blob[:offset] + table + blob[offset + length:]
+    descriptor.update(digest=layout.put(data), size=len(data))
+    descriptor["annotations"][POSITION] = f"{offset}:{len(table)}:{len(raw)}:{kind}"
+    descriptor["annotations"][CHECKSUM] = digest_bytes(table)
+    layout.set_manifest(json.dumps(manifest).encode())
+
+
+def _library(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in document["entries"] if e["name"].endswith("libnccl.so.2")]
+
+
+def test_a_chunk_that_is_not_what_the_table_says_stops_the_audit(chunked: Path,
+                                                                 tmp_path: Path) -> None:
+    layout = _copy(chunked, tmp_path)
+    _rewrite_toc(layout, 1, lambda d: _library(d)[0].update(chunkDigest="sha256:" + "0" * 64))
+    with pytest.raises(DigestMismatchError, match=r"libnccl\.so\.2.*does not match its digest"):
+        audit(f"oci:{layout.path}:t", AuditOptions(cache_dir=str(tmp_path / "c"), lazy=True))
+    cli = Cli(tmp_path)
+    result = cli.run("audit", f"oci:{layout.path}:t", "--lazy")
+    assert result.returncode == 2 and "does not match its digest" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_table_that_does_not_match_its_annotation_is_refused(chunked: Path,
+                                                               tmp_path: Path) -> None:
+    layout = _copy(chunked, tmp_path)
+    manifest = layout.manifest()
+    manifest["layers"][1]["annotations"][CHECKSUM] = "sha256:" + "1" * 64
+    layout.set_manifest(json.dumps(manifest).encode())
+    with pytest.raises(DigestMismatchError, match="table of contents does not match"):
+        audit(f"oci:{layout.path}:t", AuditOptions(cache_dir=str(tmp_path / "c"), lazy=True))
+    # read whole, the same image is fine: the annotation is only a claim about the table
+    document = _document(f"oci:{layout.path}:t", tmp_path / "whole", lazy=False)
+    assert document["numeric_stack"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: _library(d)[1].update(chunkOffset=1), "chunks do not tile the file"),
+    (lambda d: _library(d)[0].update(offset=10**12), "outside the layer's data"),
+    (lambda d: d["entries"].insert(0, {"type": "chunk", "name": "x"}), "does not follow its file"),
+    (lambda d: _library(d)[0].update(size=-1), "bad size"),
+    (lambda d: d.update(entries={}), "no entries list"),
+])
+def test_malformed_tables_are_input_errors(chunked: Path, tmp_path: Path, edit: Any,
+                                           message: str) -> None:
+    layout = _copy(chunked, tmp_path)
+    _rewrite_toc(layout, 1, edit)
+    with pytest.raises(InputError, match=message):
+        audit(f"oci:{layout.path}:t", AuditOptions(cache_dir=str(tmp_path / "c"), lazy=True))
+
+
+def test_table_positions_are_checked_before_anything_is_fetched() -> None:
+    good = {POSITION: "10:20:30:1", CHECKSUM: "sha256:" + "a" * 64}
+    assert toc_position(good, 100, "l") == TocPosition(10, 20, 30, "sha256:" + "a" * 64)
+    assert toc_position({}, 100, "l") is None
+    for given, message in [
+        ({POSITION: "90:20:30:1", CHECKSUM: good[CHECKSUM]}, "outside"),
+        ({POSITION: "10:20:30:2", CHECKSUM: good[CHECKSUM]}, "unknown type"),
+        ({POSITION: "10:20:x:1", CHECKSUM: good[CHECKSUM]}, "malformed"),
+        ({POSITION: "10:20:30:1"}, "but not its digest"),
+        ({POSITION: "10:20:30:1", CHECKSUM: "md5:00"}, "not a sha256"),
+        ({POSITION: f"10:20:{1 << 40}:1", CHECKSUM: good[CHECKSUM]}, "at most"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            toc_position(given, 100, "l")
+    table = zstandard.ZstdCompressor().compress(b"[]")
+    position = TocPosition(0, len(table), 2, "sha256:" + "b" * 64)
+    with pytest.raises(DigestMismatchError):
+        parse_toc(table, position, "l", 10)
+
+
+def test_lazy_and_verify_diff_ids_do_not_go_together(chunked: Path, tmp_path: Path) -> None:
+    result = Cli(tmp_path).run("audit", f"oci:{chunked}:t", "--lazy", "--verify-diff-ids")
+    assert result.returncode == 2
+    assert "--lazy or --verify-diff-ids" in result.stderr
