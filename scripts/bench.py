@@ -26,6 +26,9 @@ Then, each ``--runs`` times (min and median reported):
   for the OCI layout, the new-layer image with that warmed cache (only the new layer is new), and,
   for the registry, cold once more with ``--no-keep-layers`` (layers streamed, not kept); each
   report is checked as bench_inventory checks it; peak RSS is the child's own ``VmHWM``;
+- for the registry, the image recompressed as zstd:chunked by skopeo (built once beside the others:
+  ``bench1-zstd-chunked/``) and pushed under another tag, audited with ``--lazy`` cold then warm
+  (only the chunks catalogers read are fetched; the report says how many bytes);
 - ``syft scan`` on the same three inputs, each with a fresh syft cache;
 - the 2x image audited cold (wall time and peak RSS only).
 
@@ -70,7 +73,12 @@ import zstandard  # noqa: E402
 
 from auditor.testing import EPOCH, files_layer  # noqa: E402
 from fixtures.debian import locked  # noqa: E402
-from fixtures.registry_server import RegistryServer, push_oci_layout, start_registry  # noqa: E402
+from fixtures.registry_server import (  # noqa: E402
+    RegistryServer,
+    push_oci_layout,
+    require_tool,
+    start_registry,
+)
 
 try:
     from isal import igzip, isal_zlib
@@ -81,6 +89,8 @@ FORMS = ("oci", "archive", "registry")
 BUILD = "bench1"  # the derived images' names: a new one when how they are built changes
 REPOSITORY, REMOTE_TAG = "bench/torch", "latest"
 STREAMED = ("--no-keep-layers",)  # the registry's second cold mode: layers not kept in the cache
+LAZY = ("--lazy",)  # the registry's third: the image as zstd:chunked, read by its tables of contents
+CHUNKED_TAG = "zstd-chunked"
 COPY_PREFIX = "opt/copy"
 CREATED = "2023-11-14T22:13:20Z"
 SYFT = Path(sys.executable).parent / "syft"
@@ -285,6 +295,18 @@ def build_docker_archive(oci: Path, out: Path) -> dict[str, Any]:
     return {"bytes": out.stat().st_size, "layers": len(names)}
 
 
+def build_chunked_image(oci: Path, out: Path) -> dict[str, Any]:
+    """The image recompressed as zstd:chunked by skopeo, as ``podman push --compression-format
+    zstd:chunked`` writes it: each layer's files as frames of their own and a table of contents."""
+    subprocess.run([require_tool("skopeo", "skopeo"), "copy", "--dest-compress",
+                    "--dest-compress-format", "zstd:chunked", f"oci:{oci}:{TAG}", f"oci:{out}:{TAG}"],
+                   check=True, capture_output=True, timeout=3600)
+    manifest, _ = read_image(out)
+    return {"layers": [{"digest": d["digest"], "size": d["size"], "mediaType": d["mediaType"]}
+                       for d in manifest["layers"]],
+            "compressed_bytes": sum(d["size"] for d in manifest["layers"])}
+
+
 def build_new_layer_image(oci: Path, out: Path) -> dict[str, Any]:
     """The image plus one small gzip layer: a text file and a shell script."""
     layer = files_layer(NEW_LAYER_FILES)
@@ -475,6 +497,16 @@ def audited(name: str, reference: str, cache: Path, report: Path,
     return run, problems
 
 
+def fetched_bytes(report: Path) -> int | None:
+    """The compressed bytes a lazy audit fetched, from its report (None: not read lazily)."""
+    try:
+        layers = json.loads(report.read_text())["layers"]
+    except (OSError, ValueError, KeyError):
+        return None
+    found = [layer["lazy"]["fetched_bytes"] for layer in layers if "lazy" in layer]
+    return sum(found) if found else None
+
+
 def indexed_layers(cache: Path) -> int | None:
     """How many layer indexes the audit cache holds (None: it keeps none where we look)."""
     folder = cache / "layers"
@@ -535,7 +567,8 @@ def table_rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "x_floor": None, "syft_speedup": None,
                "peak_rss_max_mb": round(max(r["peak_rss_mb"] for r in s["runs"]), 1),
                "ok": all(r["exit_code"] == 0 and r["report_ok"] for r in s["runs"])}
-        if s["form"] in FORMS and s["mode"] in ("all layers", "cold", "warm", "streamed"):
+        if s["form"] in FORMS and s["mode"] in ("all layers", "cold", "warm", "streamed", "lazy",
+                                                 "lazy warm"):
             row["x_floor"] = ratio(row["wall_median_s"], floor)
         if s["tool"] == "auditor" and s["form"] in FORMS:
             row["syft_speedup"] = ratio(median(by_key.get(("syft", s["form"], "cold"))),
@@ -554,9 +587,11 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"target": text, "value": f"{value:.2f}{unit}",
                         "met": value <= limit if at_most else value >= limit})
 
-    for form, mode in (("oci", "cold"), ("registry", "cold"), ("registry", "streamed")):
+    for form, mode in (("oci", "cold"), ("registry", "cold"), ("registry", "streamed"),
+                       ("registry", "lazy")):
         row = by_key.get(("auditor", form, mode))
-        how = f", {' '.join(STREAMED)}" if mode == "streamed" else ""
+        how = {"streamed": f", {' '.join(STREAMED)}",
+               "lazy": f", zstd:chunked, {' '.join(LAZY)}"}.get(mode, "")
         target(f"cold <= {COLD_FLOOR_RATIO:g}x floor ({form}{how})", row and row["x_floor"],
                COLD_FLOOR_RATIO, True, "x")
     for form in FORMS:
@@ -618,6 +653,13 @@ def print_figures(figures: dict[str, Any]) -> None:
         print(f"  2x image: {d['layers']} layers, {d['compressed_bytes'] / GiB:.2f} GiB compressed, "
               f"{d['uncompressed_bytes'] / GiB:.2f} GiB uncompressed, {d['files']:,} files "
               f"(built once in {d['build_seconds']} s)")
+    if "zstd-chunked" in derived:
+        d = derived["zstd-chunked"]
+        fetched = [r.get("fetched_bytes") for s in figures["series"] if s["mode"] == "lazy"
+                   for r in s["runs"]]
+        shown = ", ".join(f"{f / MiB:.1f} MiB" for f in fetched if f is not None) or "-"
+        print(f"  zstd:chunked copy: {d['compressed_bytes'] / GiB:.2f} GiB (skopeo, built once in "
+              f"{d['build_seconds']} s); a cold --lazy audit fetched {shown}")
     if figures["registry_push_seconds"] is not None:
         print(f"  registry: pushed (skopeo, digests kept) in {figures['registry_push_seconds']} s")
     print(f"floor: {figures['floor_library']}, one thread; references:")
@@ -661,9 +703,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def registry_with(oci: Path, work: Path,
-                  forms: list[str]) -> Iterator[tuple[RegistryServer | None, float | None]]:
-    """A loopback registry holding the image (when the registry form is measured)."""
+def registry_with(oci: Path, work: Path, forms: list[str],
+                  chunked: Path | None) -> Iterator[tuple[RegistryServer | None, float | None]]:
+    """A loopback registry holding the image, and its zstd:chunked copy (when the registry form
+    is measured)."""
     if "registry" not in forms:
         yield None, None
         return
@@ -672,7 +715,10 @@ def registry_with(oci: Path, work: Path,
         print(f"pushing the image to {server.host} ...", file=sys.stderr)
         started = time.monotonic()
         push_oci_layout(oci, TAG, server, REPOSITORY, dest_tag=REMOTE_TAG)
-        yield server, round(time.monotonic() - started, 1)
+        seconds = round(time.monotonic() - started, 1)
+        if chunked is not None:
+            push_oci_layout(chunked, TAG, server, REPOSITORY, dest_tag=CHUNKED_TAG)
+        yield server, seconds
     finally:
         server.stop()
 
@@ -692,6 +738,10 @@ def main(argv: list[str] | None = None) -> int:
     if "oci" in args.forms:
         new_layer, derived["new-layer"] = cached_derivative(
             folder, f"{BUILD}-new-layer", lambda out: build_new_layer_image(oci, out))
+    chunked = None
+    if "registry" in args.forms:
+        chunked, derived["zstd-chunked"] = cached_derivative(
+            folder, f"{BUILD}-zstd-chunked", lambda out: build_chunked_image(oci, out))
     double = None
     if args.synthetic:
         double, derived["2x"] = cached_derivative(
@@ -704,12 +754,13 @@ def main(argv: list[str] | None = None) -> int:
     forms: dict[str, str] = {}
     pushed = None
     try:
-        with registry_with(oci, work, args.forms) as (server, push_seconds):
+        with registry_with(oci, work, args.forms, chunked) as (server, push_seconds):
             references = {"oci": (f"oci:{oci}:{TAG}", f"oci-dir:{oci}"),
                           "archive": (f"docker-archive:{archive}", f"docker-archive:{archive}")}
             if server is not None:
                 remote = f"{server.host}/{REPOSITORY}:{REMOTE_TAG}"
                 references["registry"] = (remote, f"registry:{remote}")
+                references["chunked"] = (f"{server.host}/{REPOSITORY}:{CHUNKED_TAG}", "")
                 pushed = push_seconds
             forms = {form: references[form][0] for form in args.forms}
             measure(args, bench, recipe, facts, layers, work, references, new_layer, double, derived)
@@ -785,6 +836,16 @@ def measure(args: argparse.Namespace, bench: Bench, recipe: Recipe, facts: dict[
                                         work / f"report-{form}-streamed-{i}.json", image_check,
                                         STREAMED)
                 bench.record("auditor", form, "streamed", run, problems)
+                if not args.keep:
+                    shutil.rmtree(cache, ignore_errors=True)
+            if form == "registry" and "chunked" in references:  # zstd:chunked, read lazily
+                cache = work / f"cache-{form}-lazy-{i}"
+                for mode in ("lazy", "lazy warm"):
+                    report = work / f"report-{form}-{mode.replace(' ', '-')}-{i}.json"
+                    run, problems = audited(f"{form} {mode} #{i}", references["chunked"][0], cache,
+                                            report, image_check, LAZY)
+                    bench.record("auditor", form, mode, run, problems,
+                                 {"fetched_bytes": fetched_bytes(report)})
                 if not args.keep:
                     shutil.rmtree(cache, ignore_errors=True)
     if args.syft:

@@ -46,6 +46,11 @@ def test_bench_quick(tmp_path: Path) -> None:
         assert all(r["exit_code"] == 0 and r["artifacts"] and r["peak_rss_mb"] > 0 for r in syft)
     streamed = series[("auditor", "registry", "streamed")]  # --no-keep-layers
     assert len(streamed) == 1 and streamed[0]["exit_code"] == 0 and streamed[0]["report_ok"]
+    lazy, lazy_warm = series[("auditor", "registry", "lazy")], series[("auditor", "registry", "lazy warm")]
+    assert lazy[0]["exit_code"] == 0 and lazy[0]["report_ok"] and lazy_warm[0]["report_ok"]
+    chunked = figures["derived"]["zstd-chunked"]  # skopeo's zstd:chunked copy, read by its tables
+    assert 0 < lazy[0]["fetched_bytes"] < chunked["compressed_bytes"]
+    assert lazy_warm[0]["fetched_bytes"] == lazy[0]["fetched_bytes"]  # the cached scans' record
     floor = series[("floor", "oci", "all layers")]
     assert all(r["wall_seconds"] > 0 and r["bytes"] == figures["image"]["uncompressed_bytes"]
                for r in floor)
@@ -63,7 +68,7 @@ def test_bench_quick(tmp_path: Path) -> None:
     # built once, beside the cached layout: a second run reuses them
     image = next((tmp_path / "fixtures" / "bench-inventory").glob("quick-*"))
     assert {p.name for p in image.glob("bench1-*")} >= {
-        "bench1-docker-archive.tar", "bench1-new-layer", "bench1-double"}
+        "bench1-docker-archive.tar", "bench1-new-layer", "bench1-double", "bench1-zstd-chunked"}
     assert not list(image.glob(".building-*"))
 
 
