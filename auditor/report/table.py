@@ -64,7 +64,10 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
                        ("files", {"justify": "right"}), ("created by", {"overflow": "fold"})):
         layers.add_column(column, **kw)
     for layer in doc["layers"]:
-        layers.add_row(str(layer["index"]), short(layer["digest"]), format_size(layer["size"]),
+        size = format_size(layer["size"])
+        if layer.get("lazy"):  # read by its table of contents: say how little was fetched
+            size += f" (lazy: {format_size(layer['lazy']['fetched_bytes'])} read)"
+        layers.add_row(str(layer["index"]), short(layer["digest"]), size,
                        str(layer.get("files_visible", "")), (layer.get("created_by") or "")[:160])
     console.print(layers)
 

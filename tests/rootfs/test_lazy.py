@@ -3,6 +3,7 @@ contents: the same audit as a whole read, from a fraction of the bytes, every ch
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -12,11 +13,14 @@ from typing import Any
 
 import pytest
 import zstandard
+from rich.console import Console
 
 from auditor.audit import AuditOptions, audit
 from auditor.digest import digest_bytes
 from auditor.errors import DigestMismatchError, InputError
 from auditor.report.document import build_document
+from auditor.report.table import render_table
+from auditor.rootfs.decompress import format_size
 from auditor.rootfs.toc import TocPosition, parse_toc, toc_position
 from auditor.sources import SourceOptions
 from auditor.testing import LayerBuilder, PassRecorder, build_oci_layout
@@ -92,6 +96,9 @@ def test_a_lazy_audit_is_the_whole_audit_from_a_fraction_of_the_bytes(chunked: P
     assert big["lazy"]["toc"] == Layout(chunked).manifest()["layers"][1]["annotations"][CHECKSUM]
     # the library's headers, dynamic section and strings, not its padding or the unwanted file
     assert 0 < big["lazy"]["fetched_bytes"] < big["size"] // 4
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    render_table(lazy, console)
+    assert f"(lazy: {format_size(big['lazy']['fetched_bytes'])} read)" in console.file.getvalue()
 
 
 def test_a_lazy_scan_is_cached_apart_and_a_whole_read_is_preferred(chunked: Path,
