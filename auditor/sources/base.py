@@ -43,6 +43,8 @@ class Source(ABC):
 
     #: copy blobs into the cache as they are read (remote sources); local ones are read in place
     cache_blobs: bool = False
+    #: a blob already in the cache is read from there rather than fetched (remote sources)
+    remote: bool = False
 
     def __init__(self, ref: ImageRef) -> None:
         self.ref = ref
@@ -148,10 +150,12 @@ class Image:
         return data
 
     def _open_blob(self, desc: Descriptor, what: str, progress: ProgressHook | None) -> VerifyingReader:
+        remote = self.source.cache_blobs or self.source.remote
+        if self.cache is not None and remote and self.cache.has(desc.digest):
+            # verified on the way in; again as it is read
+            return VerifyingReader(ProgressReader(self.cache.open(desc.digest), progress),
+                                   desc.digest, desc.size, what)
         if self.cache is not None and self.source.cache_blobs:
-            if self.cache.has(desc.digest):  # verified on the way in; again as it is read
-                return VerifyingReader(ProgressReader(self.cache.open(desc.digest), progress),
-                                       desc.digest, desc.size, what)
             return self.cache.tee(desc.digest, desc.size, lambda off: self.source.blob(desc, off),
                                   what, progress)
         stream, _ = self.source.blob(desc, 0)

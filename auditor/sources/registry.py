@@ -298,6 +298,7 @@ class RegistrySource(Source):
         # Kept, a layer download resumes after a cut and serves a pass with other catalogers;
         # streamed, it costs no disk and no write (per-layer results are cached either way).
         self.cache_blobs = keep_layers
+        self.remote = True  # a layer kept by an earlier run is read from the cache, whatever this one keeps
         if ref.registry is None or ref.repository is None:
             raise InputError(f"{ref.original} is not a registry reference")
         self.repository = ref.repository

@@ -10,6 +10,7 @@ import base64
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -180,6 +181,11 @@ def test_layers_not_kept_stream_through_and_only_their_results_are_cached(
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
     assert run() == 0  # the per-layer results serve the warm audit
     assert run(all_elf=True) == len(built.layer_digests)  # other catalogers: downloaded again
+    shutil.rmtree(tmp_path / "cache" / "layers")  # no results: a keeping audit downloads
+    audit(ref, AuditOptions(cache_dir=str(tmp_path / "cache"), source=SourceOptions(insecure=True)))
+    assert all(cache.has(d) for d in built.layer_digests)
+    shutil.rmtree(tmp_path / "cache" / "layers")  # the results gone again, the blobs kept
+    assert run() == 0  # a layer an earlier run kept is read from the cache, not downloaded
 
 
 @pytest.mark.registry
