@@ -173,9 +173,10 @@ def scan_lazy_layer(image: Image, layer: Layer, toc: TocPosition, plan: Plan, ca
                     limits: Limits, progress: LayerProgress) -> LayerScan:
     """One zstd:chunked layer read by its table of contents."""
     what = f"layer {layer.index} ({layer.digest})"
+    kept = cache.has(layer.digest)  # asked once: a layer's reads are a thousand ranges
 
     def fetch(start: int, end: int) -> bytes:
-        data = image.read_range(layer, start, end)
+        data = image.read_range(layer, start, end, kept)
         progress.advance(len(data))
         return data
 

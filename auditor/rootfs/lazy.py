@@ -17,6 +17,7 @@ import io
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import zstandard
@@ -41,6 +42,9 @@ Fetch = Callable[[int, int], bytes]
 MAX_CHUNK_BYTES = 16 << 20  # a chunk held in memory whole; a file with a larger one is spilled
 CHUNKS_KEPT = 8  # decompressed chunks kept for the next reads (ELF parsing jumps back and forth)
 SPILL_PIECE = 1 << 20
+READERS = 4  # files read at once (their requests' latency overlaps)
+WHOLE_FILE_BYTES = 1 << 20  # a file stored in at most this many bytes is fetched in one request
+READ_AHEAD_BYTES = 256 << 10  # a request for a larger file's chunks extends to this many bytes
 
 
 class ChunkedFile:
@@ -53,6 +57,12 @@ class ChunkedFile:
         self._position = 0
         self._kept: OrderedDict[int, bytes] = OrderedDict()
         self.fetched = 0  # compressed bytes fetched
+        stored = [c for c in entry.chunks if not c.zeros]
+        # A small file comes whole in its first request: a parser's dozen reads would each cost
+        # the registry's latency, for fewer bytes than the request's own overhead.
+        self._whole = (bool(stored) and stored[-1].end - stored[0].start <= WHOLE_FILE_BYTES
+                       and entry.size <= 8 * WHOLE_FILE_BYTES)  # held whole: bounded both ways
+        self._keep_at_most = len(entry.chunks) if self._whole else CHUNKS_KEPT
 
     # -- the stream ----------------------------------------------------------------------------
     def read(self, n: int = -1) -> bytes:
@@ -99,29 +109,44 @@ class ChunkedFile:
     # -- chunks --------------------------------------------------------------------------------
     def _load(self, first: int, last: int) -> None:
         chunks = self._entry.chunks
-        missing = [i for i in range(first, last + 1) if i not in self._kept]
+        if self._whole:
+            first, last = 0, len(chunks) - 1
         run: list[int] = []
-        for i in missing:  # adjacent frames come in one request
-            if run and (chunks[i].zeros or chunks[run[-1]].end != chunks[i].start):
+        for i in (i for i in range(first, last + 1) if i not in self._kept):
+            if run and chunks[run[-1]].end != chunks[i].start:  # adjacent frames: one request
                 self._fetch_run(run)
                 run = []
-            if chunks[i].zeros:
-                self._keep(i, bytes(chunks[i].size))
-            else:
-                run.append(i)
+            run.append(i)
         if run:
-            self._fetch_run(run)
+            self._fetch_run(self._ahead(run))
         for i in range(first, last + 1):
             self._kept.move_to_end(i)
-        while len(self._kept) > max(CHUNKS_KEPT, last - first + 1):
+        while len(self._kept) > max(self._keep_at_most, last - first + 1):
             self._kept.popitem(last=False)
+
+    def _ahead(self, run: list[int]) -> list[int]:
+        """The run, and the adjacent chunks after it while the request stays under
+        ``READ_AHEAD_BYTES``: the next read is most often just past this one."""
+        chunks, out = self._entry.chunks, list(run)
+        i = out[-1] + 1
+        while (i < len(chunks) and i not in self._kept and chunks[i].start == chunks[i - 1].end
+               and chunks[i].end - chunks[out[0]].start <= READ_AHEAD_BYTES):
+            out.append(i)
+            i += 1
+        return out
 
     def _fetch_run(self, run: list[int]) -> None:
         chunks = self._entry.chunks
-        start, end = chunks[run[0]].start, chunks[run[-1]].end
+        stored = [i for i in run if not chunks[i].zeros]
+        for i in run:
+            if chunks[i].zeros:  # a run of zeros: nothing to fetch
+                self._keep(i, bytes(chunks[i].size))
+        if not stored:
+            return
+        start, end = chunks[stored[0]].start, chunks[stored[-1]].end
         data = self._fetch(start, end)
         self.fetched += len(data)
-        for i in run:
+        for i in stored:
             c = chunks[i]
             self._keep(i, inflate_chunk(data[c.start - start:c.end - start], c, self._what,
                                         self._entry.name))
@@ -185,40 +210,64 @@ def scan_toc(entries: Sequence[TocEntry], layer: int, wants: WantFn, store: Stor
              fetch: Fetch, limits: Limits = Limits(), what: str | None = None,
              analyzers: AnalyzersFn | None = None, spill_dir: str | None = None) -> LayerScan:
     """The layer's scan from its table: the same record the stream pass makes, with the wanted
-    files' bytes fetched as catalogers and analyzers read them."""
+    files' bytes fetched as catalogers and analyzers read them.
+
+    Files are read ``READERS`` at a time: a file's reads follow one another (an ELF parser reads
+    its header before it knows where the dynamic section is), and each is a request with the
+    registry's latency, so it is files that go side by side. Their results are recorded in the
+    table's order, whatever order they finish in."""
     what = what or f"layer {layer}"
     scan = LayerScan(layer)
-    fetched = 0
-    for count, entry in enumerate(entries, 1):
-        if count > limits.max_entries:
-            raise LimitExceededError(
-                f"{what} has more than {limits.max_entries} entries; raise --max-entries")
-        path = record_entry(scan, entry.name, KINDS.get(entry.type), f"entry type {entry.type!r}",
-                            entry.mode, entry.size, entry.link, entry.uid, entry.gid)
-        if path is None:
-            continue
-        capture = wants(path)
-        owners: Sequence[Any] = analyzers(path) if analyzers else ()
-        if not capture and not owners:
-            continue
-        capture, owners = within_limits(scan, path, entry.size, capture, owners, limits)
-        if not capture and not owners:
-            continue
-        content = open_content(entry, fetch, what, spill_dir)
+    jobs: list[tuple[str, Future[tuple[str | None, dict[str, Any], int]]]] = []
+    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="lazy-read") as pool:
         try:
-            head = content.read(min(entry.size, magic_length(owners)))
-            owners = [h for h in owners if head.startswith(h[2])]
-            if capture:
-                content.seek(0)
-                scan.captured[path] = store(content.read())
-            facts = {}
-            for owner, analyze, _magic in owners:
-                content.seek(0)
-                facts[owner] = run_analyzer(analyze, content, entry.size)
-            if facts:
-                scan.analyzed[path] = facts
-        finally:
-            fetched += getattr(content, "fetched", sum(c.end - c.start for c in entry.chunks))
-            content.close()
-    scan.fetched_bytes = fetched
+            for count, entry in enumerate(entries, 1):
+                if count > limits.max_entries:
+                    raise LimitExceededError(
+                        f"{what} has more than {limits.max_entries} entries; raise --max-entries")
+                path = record_entry(scan, entry.name, KINDS.get(entry.type),
+                                    f"entry type {entry.type!r}", entry.mode, entry.size,
+                                    entry.link, entry.uid, entry.gid)
+                if path is None:
+                    continue
+                capture = wants(path)
+                owners: Sequence[Any] = analyzers(path) if analyzers else ()
+                if not capture and not owners:
+                    continue
+                capture, owners = within_limits(scan, path, entry.size, capture, owners, limits)
+                if capture or owners:
+                    jobs.append((path, pool.submit(_read_file, entry, capture, owners, fetch, store,
+                                                   what, spill_dir)))
+            for path, job in jobs:
+                captured, facts, fetched = job.result()
+                if captured is not None:
+                    scan.captured[path] = captured
+                if facts:
+                    scan.analyzed[path] = facts
+                scan.fetched_bytes += fetched
+        except BaseException:
+            for _, job in jobs:
+                job.cancel()
+            raise
     return scan
+
+
+def _read_file(entry: TocEntry, capture: bool, owners: Sequence[Any], fetch: Fetch,
+               store: StoreFn, what: str, spill_dir: str | None
+               ) -> tuple[str | None, dict[str, Any], int]:
+    """One wanted file: (its captured content's digest, its analyzers' facts, bytes fetched)."""
+    content = open_content(entry, fetch, what, spill_dir)
+    try:
+        head = content.read(min(entry.size, magic_length(owners)))
+        owners = [h for h in owners if head.startswith(h[2])]
+        captured = None
+        if capture:
+            content.seek(0)
+            captured = store(content.read())
+        facts = {}
+        for owner, analyze, _magic in owners:
+            content.seek(0)
+            facts[owner] = run_analyzer(analyze, content, entry.size)
+        return captured, facts, getattr(content, "fetched", sum(c.end - c.start for c in entry.chunks))
+    finally:
+        content.close()

@@ -46,10 +46,10 @@ class TocPosition:
     checksum: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chunk:
     """One piece of a file: ``size`` bytes at ``at`` in the file, stored as one zstd frame in
-    blob bytes ``[start, end)`` (nothing, for a run of zeros)."""
+    blob bytes ``[start, end)`` (for a run of zeros, a frame that is never read)."""
 
     at: int
     size: int
@@ -59,7 +59,7 @@ class Chunk:
     zeros: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TocEntry:
     name: str
     type: str  # as the table writes it: reg, dir, symlink, hardlink, char, block, fifo, ...
@@ -112,6 +112,7 @@ def parse_toc(compressed: bytes, position: TocPosition, what: str,
     try:
         raw = zstandard.ZstdDecompressor().decompress(compressed, max_output_size=position.uncompressed)
         document = json.loads(raw)
+        del raw  # tens of MB for a large layer: not held while the entries are built
     except (zstandard.ZstdError, ValueError, UnicodeDecodeError) as err:
         raise InputError(f"{what}: unreadable table of contents ({err})") from None
     entries = document.get("entries") if isinstance(document, dict) else None
@@ -171,11 +172,9 @@ def _with_chunks(entry: TocEntry, file: dict[str, Any], items: list[dict[str, An
         size = _int(item, "chunkSize", what) if "chunkSize" in item or n else entry.size
         if _int(item, "chunkOffset", what) != at or size <= 0:
             raise InputError(f"{where}: chunks do not tile the file")
-        start = end = 0
-        if not zeros:
-            start, end = _int(item, "offset", what), ends[n]
-            if not 0 <= start < end <= data_end:
-                raise InputError(f"{where}: chunk at {start}..{end} outside the layer's data")
+        start, end = _int(item, "offset", what), ends[n]  # a run of zeros has a frame too
+        if not 0 <= start <= end <= data_end or (start == end and not zeros):
+            raise InputError(f"{where}: chunk at {start}..{end} outside the layer's data")
         digest = _digest(item.get("chunkDigest"), what)
         if digest is None and not zeros:
             digest = entry.digest if len(items) == 1 else None

@@ -132,13 +132,15 @@ class Image:
         """The layer's compressed bytes, verified against its digest as they are read."""
         return self._open_blob(self.layer_descriptor(layer), f"layer {layer.index}", progress)
 
-    def read_range(self, layer: Layer, start: int, end: int) -> bytes:
+    def read_range(self, layer: Layer, start: int, end: int, kept: bool | None = None) -> bytes:
         """Bytes ``[start, end)`` of a layer's blob, unverified (from the cache when it holds
-        the blob, which was verified on the way in)."""
+        the blob, which was verified on the way in; ``kept``: whether it does, when known)."""
         what = f"layer {layer.index} ({layer.digest})"
         if not 0 <= start < end <= layer.size:
             raise InputError(f"{what}: bytes {start}..{end} asked for, outside its {layer.size} bytes")
-        if self.cache is not None and self.cache.has(layer.digest):
+        if kept is None:
+            kept = self.cache is not None and self.cache.has(layer.digest)
+        if kept and self.cache is not None:
             with self.cache.open(layer.digest) as cached:
                 cached.seek(start)
                 data = cached.read(end - start)

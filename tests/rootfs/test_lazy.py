@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +22,8 @@ from auditor.errors import DigestMismatchError, InputError
 from auditor.report.document import build_document
 from auditor.report.table import render_table
 from auditor.rootfs.decompress import format_size
-from auditor.rootfs.toc import TocPosition, parse_toc, toc_position
+from auditor.rootfs.lazy import READ_AHEAD_BYTES, ChunkedFile
+from auditor.rootfs.toc import Chunk, TocEntry, TocPosition, parse_toc, toc_position
 from auditor.sources import SourceOptions
 from auditor.testing import LayerBuilder, PassRecorder, build_oci_layout
 from fixtures.elf_libs import compile_library
@@ -226,3 +228,62 @@ def test_lazy_and_verify_diff_ids_do_not_go_together(chunked: Path, tmp_path: Pa
     result = Cli(tmp_path).run("audit", f"oci:{chunked}:t", "--lazy", "--verify-diff-ids")
     assert result.returncode == 2
     assert "--lazy or --verify-diff-ids" in result.stderr
+
+
+# -- ChunkedFile: reads, requests ----------------------------------------------------------------
+def _chunked_entry(pieces: list[bytes | int]) -> tuple[TocEntry, bytes, bytes]:
+    """A file of ``pieces`` (bytes: a stored chunk, int: a run of that many zeros), its blob (a
+    frame per chunk, as containers/storage writes them) and its content."""
+    blob, content, chunks = b"", b"", []
+    for piece in pieces:
+        data = bytes(piece) if isinstance(piece, int) else piece
+        frame = zstandard.ZstdCompressor().compress(b"" if isinstance(piece, int) else data)
+        chunks.append(Chunk(len(content), len(data), len(blob), len(blob) + len(frame),
+                            digest_bytes(data), isinstance(piece, int)))
+        blob, content = blob + frame, content + data
+    return TocEntry("f", "reg", 0o644, len(content), "", 0, 0, digest_bytes(content),
+                    tuple(chunks)), blob, content
+
+
+def test_a_chunked_file_reads_like_the_file_and_batches_its_requests() -> None:
+    rng = random.Random(7)
+    pieces: list[bytes | int] = [rng.randbytes(rng.randint(20_000, 90_000)) for _ in range(60)]
+    pieces[5] = 70_000  # a run of zeros: never fetched
+    entry, blob, content = _chunked_entry(pieces)
+    requests: list[tuple[int, int]] = []
+
+    def fetch(start: int, end: int) -> bytes:
+        requests.append((start, end))
+        return blob[start:end]
+
+    with ChunkedFile(entry, fetch, "layer") as f:
+        assert f.read(64) == content[:64]
+        assert len(requests) == 1 and requests[0][1] - requests[0][0] <= READ_AHEAD_BYTES
+        assert f.read(1000) == content[64:1064]  # read ahead: no new request
+        assert len(requests) == 1
+        for _ in range(200):  # as a parser jumps about: every read is the file's bytes
+            at, n = rng.randrange(entry.size), rng.randint(1, 300_000)
+            f.seek(at)
+            assert f.read(n) == content[at:at + n] and f.tell() == min(at + n, entry.size)
+        f.seek(entry.size - 10)
+        assert f.read() == content[-10:] and f.read(5) == b""
+    assert f.fetched == sum(end - start for start, end in requests)
+    assert all(start < end for start, end in requests)
+
+    small, small_blob, small_content = _chunked_entry([b"x" * 5000, 3000, b"y" * 7000])
+    calls: list[int] = []
+    with ChunkedFile(small, lambda s, e: calls.append(e - s) or small_blob[s:e], "layer") as f:
+        f.seek(small.size - 4)
+        assert f.read(4) == small_content[-4:]
+        f.seek(0)
+        assert f.read() == small_content
+    assert len(calls) == 1  # a small file comes whole, in one request
+
+
+def test_a_chunk_whose_bytes_lie_is_refused() -> None:
+    entry, blob, _ = _chunked_entry([b"a" * 1000, b"b" * 1000])
+    forged = blob.replace(zstandard.ZstdCompressor().compress(b"b" * 1000),
+                          zstandard.ZstdCompressor().compress(b"c" * 1000))
+    with ChunkedFile(entry, lambda s, e: forged[s:e], "layer") as f, \
+            pytest.raises(DigestMismatchError, match="at 1000 does not match its digest"):
+        f.read()
