@@ -29,7 +29,7 @@ class AuditOptions:
     rules: tuple[str, ...] = ()  # --rules: extra packs (paths, pinned URLs)
     builtin_rules: bool = True
     verify_diff_ids: bool = False  # --verify-diff-ids: hash each layer against the config's diff_id
-    lazy: bool = False  # --lazy: zstd:chunked layers read by their table of contents
+    lazy: bool = False  # --lazy: zstd:chunked and eStargz layers read by their table of contents
 
 
 @dataclass

@@ -145,9 +145,10 @@ def verify_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def lazy_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--lazy", is_flag=True,
-                        help="Read zstd:chunked layers by their table of contents: fetch only the "
-                             "chunks catalogers read (HTTP Range), each checked against the table, "
-                             "the table against the manifest. The blob's own digest is then not "
+                        help="Read zstd:chunked and eStargz layers by their table of contents: "
+                             "fetch only the chunks catalogers read (HTTP Range), each checked "
+                             "against the table, the table against the manifest's annotation. "
+                             "The blob's own digest is then not "
                              "checked, nor the tar an engine would unpack; the report marks such "
                              "layers. Other layers are read whole.")(fn)
 

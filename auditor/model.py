@@ -87,7 +87,7 @@ class Layer:
     media_type: str
     size: int
     created_by: str | None = None
-    # the descriptor's annotations (a zstd:chunked table of contents' place and digest)
+    # the descriptor's annotations (a zstd:chunked or eStargz table of contents' place, digest)
     annotations: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import random
+import shutil
 import tarfile
 import tempfile
 import zlib
@@ -367,6 +368,37 @@ def build_oci_layout_from_tars(path: str | os.PathLike[str],
     return _tagged_image(layout, layers, tag, platform, config, history)
 
 
+@dataclass(frozen=True)
+class LayerBlob:
+    """A layer already compressed by some other writer (an eStargz converter, say): its blob file,
+    media type, the diff_id of what it inflates to, and the descriptor's annotations."""
+
+    path: Path
+    media_type: str
+    diff_id: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def build_oci_layout_from_blobs(path: str | os.PathLike[str], blobs: Sequence[LayerBlob],
+                                tag: str = "latest",
+                                platform: Platform = Platform("linux", "amd64"),
+                                config: Mapping[str, Any] | None = None,
+                                history: list[str] | None = None) -> BuiltImage:
+    """``build_oci_layout`` for layers given as blobs: each is copied into the layout under its
+    digest, its descriptor carrying its annotations."""
+    layout = _Layout(Path(path))
+    layers = []
+    for blob in blobs:
+        digest = _file_digest(blob.path)
+        shutil.copyfile(blob.path, layout.blobs / digest.split(":")[1])
+        descriptor = {"mediaType": blob.media_type, "digest": digest,
+                      "size": blob.path.stat().st_size}
+        if blob.annotations:
+            descriptor["annotations"] = dict(blob.annotations)
+        layers.append(_Layer(descriptor, blob.diff_id))
+    return _tagged_image(layout, layers, tag, platform, config, history)
+
+
 def build_multiarch_layout(path: str | os.PathLike[str],
                            images: Mapping[Platform, Iterable[LayerBuilder | bytes]],
                            tag: str = "latest", compression: str = "gzip") -> dict[Platform, BuiltImage]:
@@ -463,10 +495,12 @@ def validate_image(image: Any) -> None:
 
 __all__ = [
     "BuiltImage",
+    "LayerBlob",
     "LayerBuilder",
     "build_docker_archive",
     "build_multiarch_layout",
     "build_oci_layout",
+    "build_oci_layout_from_blobs",
     "build_oci_layout_from_tars",
     "files_layer",
     "random_image",

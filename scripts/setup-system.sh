@@ -17,12 +17,21 @@
 #   dpkg-dev         dpkg-scanpackages, the Packages index of the lock tests' flat apt repository
 #   slurm-wlm        slurmctld, slurmd, sbatch...: a real one-node Slurm cluster (campaign backend)
 #   munge            munged, Slurm's authentication (the fixture runs its own, with a private key)
+#   golang-go and five Go libraries' sources
+#                    the eStargz fixture: a small Go program (fixtures/estargz/main.go) built on the
+#                    format's reference writer, containerd's estargz package. Its Debian source
+#                    package is unpacked below, not installed: installing it would pull in the
+#                    snapshotter's other dependencies, some 250 packages.
 set -euo pipefail
 
 PACKAGES=(
     docker-registry skopeo podman runc uidmap fuse-overlayfs umoci mmdebstrap apache2-utils
     gcc gcc-aarch64-linux-gnu musl-tools zstd make rpm dpkg-dev slurm-wlm munge
+    golang-go golang-github-klauspost-compress-dev golang-github-opencontainers-go-digest-dev
+    golang-github-pkg-errors-dev golang-github-vbatts-tar-split-dev golang-golang-x-sync-dev
 )
+STARGZ_SOURCE_PACKAGE=golang-github-containerd-stargz-snapshotter-dev
+STARGZ_GOPATH=/opt/auditor/gopath  # its usr/share/gocode holds the unpacked source package
 # More can be added for one run: EXTRA_SYSTEM_PACKAGES="pkg1 pkg2" scripts/setup-system.sh
 read -r -a EXTRA <<<"${EXTRA_SYSTEM_PACKAGES:-}"
 PACKAGES+=("${EXTRA[@]}")
@@ -82,7 +91,28 @@ if [ ! -e /etc/containers/policy.json ]; then
         "${SUDO[@]}" tee /etc/containers/policy.json >/dev/null
 fi
 
-for tool in docker-registry skopeo podman runc umoci mmdebstrap htpasswd gcc zstd make sbatch munge; do
+if [ ! -d "$STARGZ_GOPATH/usr/share/gocode/src/github.com/containerd/stargz-snapshotter/estargz" ]; then
+    echo "setup-system.sh: unpacking $STARGZ_SOURCE_PACKAGE into $STARGZ_GOPATH"
+    download=$(mktemp -d)
+    fetched=false
+    for attempt in 1 2 3; do
+        if (cd "$download" && apt-get -o APT::Sandbox::User=root download -q "$STARGZ_SOURCE_PACKAGE"); then
+            fetched=true
+            break
+        fi
+        "${SUDO[@]}" apt-get -o Acquire::Retries=3 update -q || true
+        sleep $((attempt * 5))
+    done
+    if [ "$fetched" != true ]; then
+        echo "setup-system.sh: could not download $STARGZ_SOURCE_PACKAGE" >&2
+        exit 1
+    fi
+    "${SUDO[@]}" mkdir -p "$STARGZ_GOPATH"
+    "${SUDO[@]}" dpkg -x "$download"/"$STARGZ_SOURCE_PACKAGE"_*.deb "$STARGZ_GOPATH"
+    rm -rf "$download"
+fi
+
+for tool in docker-registry skopeo podman runc umoci mmdebstrap htpasswd gcc zstd make sbatch munge go; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "setup-system.sh: $tool is still missing after the install" >&2
         exit 1

@@ -21,7 +21,13 @@ from auditor.model import Layer
 from auditor.rootfs.decompress import LayerReader, Limits
 from auditor.rootfs.index import RootfsIndex, glob_matcher
 from auditor.rootfs.lazy import scan_toc
-from auditor.rootfs.toc import TocPosition, parse_toc, toc_position
+from auditor.rootfs.toc import (
+    ESTARGZ_FOOTER_BYTES,
+    TocPosition,
+    locate_estargz_toc,
+    parse_toc,
+    toc_position,
+)
 from auditor.rootfs.walker import Analyzer, Handler, LayerScan, scan_layer
 from auditor.sources.base import Image
 from auditor.sources.cache import BlobCache
@@ -107,9 +113,10 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
     (a SHA-256 over every uncompressed byte, about a fifth of a cold pass's CPU); without it, what is
     read is still exactly the manifest's blobs, each checked against its digest.
 
-    ``lazy`` reads a zstd:chunked layer by its table of contents instead (:mod:`auditor.rootfs.lazy`):
-    only the chunks catalogers read are fetched, each checked against the table, the table
-    against the manifest's annotation; the blob's digest is then not checked."""
+    ``lazy`` reads a zstd:chunked or eStargz layer by its table of contents instead
+    (:mod:`auditor.rootfs.lazy`): only the chunks catalogers read are fetched, each checked
+    against the table, the table against the manifest's annotation; the blob's digest is then
+    not checked."""
     if lazy and verify_diff_ids:
         raise InputError("a lazily read layer is not read whole, so its diff_id cannot be "
                          "verified: use --lazy or --verify-diff-ids, not both")
@@ -171,7 +178,7 @@ def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan, limits: L
 
 def scan_lazy_layer(image: Image, layer: Layer, toc: TocPosition, plan: Plan, cache: BlobCache,
                     limits: Limits, progress: LayerProgress) -> LayerScan:
-    """One zstd:chunked layer read by its table of contents."""
+    """One zstd:chunked or eStargz layer read by its table of contents."""
     what = f"layer {layer.index} ({layer.digest})"
     kept = cache.has(layer.digest)  # asked once: a layer's reads are a thousand ranges
 
@@ -180,11 +187,15 @@ def scan_lazy_layer(image: Image, layer: Layer, toc: TocPosition, plan: Plan, ca
         progress.advance(len(data))
         return data
 
+    footer = 0
+    if not toc.located:  # eStargz: the table's place is in the blob's footer
+        footer = ESTARGZ_FOOTER_BYTES
+        toc = locate_estargz_toc(fetch(layer.size - footer, layer.size), toc, layer.size, what)
     entries = parse_toc(fetch(toc.offset, toc.offset + toc.length), toc, what, limits.max_entries)
     scan = scan_toc(entries, layer.index, plan.capture, _storer(cache), fetch, limits, what,
-                    plan.analyzers, str(cache.root / "tmp"))
-    scan.toc = toc.checksum
-    scan.fetched_bytes += toc.length
+                    plan.analyzers, str(cache.root / "tmp"), toc.format)
+    scan.toc, scan.toc_format = toc.checksum, toc.format
+    scan.fetched_bytes += toc.length + footer
     return scan
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -59,7 +59,7 @@ class _ZlibMember:
         return self._d.unused_data
 
 
-def _gzip_member() -> Any:
+def gzip_member() -> Any:
     """A decompressor for one gzip member."""
     if igzip_lib is not None:
         return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
@@ -68,6 +68,26 @@ def _gzip_member() -> Any:
 
 GZIP_ERRORS: tuple[type[Exception], ...] = (
     (igzip_lib.IsalError,) if igzip_lib is not None else (_zlib.error,))
+INFLATE_ERRORS = (zstandard.ZstdError, *GZIP_ERRORS)
+
+
+def inflating_reader(data: bytes, gzip: bool) -> Callable[[int], bytes]:
+    """``read(n)`` over what ``data`` inflates to (one whole gzip member, or zstd frames held in
+    memory: a lazily read chunk, a table of contents): at most ``n`` bytes at a time, ``b""`` at
+    the end; it raises ``INFLATE_ERRORS``."""
+    if not gzip:
+        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data),
+                                                          read_across_frames=True).read
+    inflater, pending = gzip_member(), data
+
+    def read(n: int) -> bytes:
+        nonlocal pending
+        if inflater.eof or (inflater.needs_input and not pending):
+            return b""
+        out, pending = inflater.decompress(pending, n), b""  # all the input is there at once:
+        return out  # nothing out is the end
+
+    return read
 
 CHUNK = 1 << 20  # compressed bytes per read
 OUT_CHUNK = 4 << 20  # uncompressed bytes per decompression step, at most
@@ -164,7 +184,7 @@ class LayerReader:
 
     def _gzip_chunks(self, raw: Iterator[bytes]) -> Iterator[bytes]:
         # Multi-member gzip is legal: a member ends where its decompressor reports eof.
-        d, fed = _gzip_member(), False
+        d, fed = gzip_member(), False
         for chunk in raw:
             data: bytes | None = chunk
             if not fed and not chunk.strip(b"\0"):
@@ -178,7 +198,7 @@ class LayerReader:
                 if out:
                     yield out
                 if d.eof:
-                    data, d, fed = d.unused_data, _gzip_member(), False
+                    data, d, fed = d.unused_data, gzip_member(), False
                     if not data.strip(b"\0"):
                         data = None
                 else:  # b"": more output from the input already given

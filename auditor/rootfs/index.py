@@ -98,7 +98,7 @@ class RootfsIndex:
             self._check_hardlink(link, scan)
         self.skipped.extend(scan.skipped)
         if scan.toc:
-            self.lazy[scan.layer] = {"toc": scan.toc, "fetched_bytes": scan.fetched_bytes}
+            self.lazy[scan.layer] = scan.lazy()
 
     def _add(self, entry: FileEntry) -> None:
         self._landings.clear()

@@ -1,5 +1,5 @@
-"""A zstd:chunked layer read by its table of contents: the entries from the table, and of the files
-catalogers want only the chunks they read, fetched by byte range (``--lazy``).
+"""A zstd:chunked or eStargz layer read by its table of contents: the entries from the table, and of
+the files catalogers want only the chunks they read, fetched by byte range (``--lazy``).
 
 Every fetched chunk is checked against its SHA-256 in the table, and the table against the digest
 the manifest's annotation gives, so what is audited is what the digest-pinned manifest vouches for.
@@ -16,15 +16,13 @@ import hashlib
 import io
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, BinaryIO
-
-import zstandard
+from typing import Any
 
 from auditor.errors import DigestMismatchError, InputError, LimitExceededError
-from auditor.rootfs.decompress import Limits
-from auditor.rootfs.toc import KINDS, Chunk, TocEntry
+from auditor.rootfs.decompress import INFLATE_ERRORS, Limits, inflating_reader
+from auditor.rootfs.toc import ESTARGZ, KINDS, ZSTD_CHUNKED, Chunk, TocEntry
 from auditor.rootfs.walker import (
     AnalyzersFn,
     LayerScan,
@@ -41,6 +39,7 @@ Fetch = Callable[[int, int], bytes]
 
 MAX_CHUNK_BYTES = 16 << 20  # a chunk held in memory whole; a file with a larger one is spilled
 CHUNKS_KEPT = 8  # decompressed chunks kept for the next reads (ELF parsing jumps back and forth)
+KEPT_BYTES = 16 << 20  # and their bytes at most (eStargz's chunks are 4 MiB), beyond one read's
 SPILL_PIECE = 1 << 20
 READERS = 4  # files read at once (their requests' latency overlaps)
 WHOLE_FILE_BYTES = 1 << 20  # a file stored in at most this many bytes is fetched in one request
@@ -51,11 +50,12 @@ class ChunkedFile:
     """A regular file of the layer as a seekable, read-only stream; chunks are fetched (in one
     request for a run of adjacent ones), decompressed and verified when a read first needs them."""
 
-    def __init__(self, entry: TocEntry, fetch: Fetch, what: str) -> None:
-        self._entry, self._fetch, self._what = entry, fetch, what
+    def __init__(self, entry: TocEntry, fetch: Fetch, what: str, codec: str = ZSTD_CHUNKED) -> None:
+        self._entry, self._fetch, self._what, self._codec = entry, fetch, what, codec
         self._starts = [c.at for c in entry.chunks]
         self._position = 0
         self._kept: OrderedDict[int, bytes] = OrderedDict()
+        self._kept_bytes = 0
         self.fetched = 0  # compressed bytes fetched
         stored = [c for c in entry.chunks if not c.zeros]
         # A small file comes whole in its first request: a parser's dozen reads would each cost
@@ -99,6 +99,7 @@ class ChunkedFile:
 
     def close(self) -> None:
         self._kept.clear()
+        self._kept_bytes = 0
 
     def __enter__(self) -> ChunkedFile:
         return self
@@ -121,8 +122,10 @@ class ChunkedFile:
             self._fetch_run(self._ahead(run))
         for i in range(first, last + 1):
             self._kept.move_to_end(i)
-        while len(self._kept) > max(self._keep_at_most, last - first + 1):
-            self._kept.popitem(last=False)
+        reading = last - first + 1  # the newest: never dropped
+        while len(self._kept) > reading and (len(self._kept) > self._keep_at_most or (
+                self._kept_bytes > KEPT_BYTES and not self._whole)):
+            self._kept_bytes -= len(self._kept.popitem(last=False)[1])
 
     def _ahead(self, run: list[int]) -> list[int]:
         """The run, and the adjacent chunks after it while the request stays under
@@ -149,32 +152,27 @@ class ChunkedFile:
         for i in stored:
             c = chunks[i]
             self._keep(i, inflate_chunk(data[c.start - start:c.end - start], c, self._what,
-                                        self._entry.name))
+                                        self._entry.name, self._codec))
 
     def _keep(self, i: int, data: bytes) -> None:
         self._kept[i] = data
+        self._kept_bytes += len(data)
 
 
-def inflate_chunk(frame: bytes, chunk: Chunk, what: str, name: str) -> bytes:
-    """One chunk's bytes from its zstd frame(s), bounded by its size and checked against its
-    digest."""
-    try:
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(frame), read_across_frames=True)
-        data = reader.read(chunk.size + 1)
-    except zstandard.ZstdError as err:
-        raise InputError(f"{what}: chunk of {name!r} at {chunk.at} is not valid zstd ({err})") from None
-    actual = "sha256:" + hashlib.sha256(data).hexdigest()
-    if len(data) != chunk.size or actual != chunk.digest:
-        raise DigestMismatchError(f"{what}: chunk of {name!r} at {chunk.at} does not match its "
-                                  f"digest {chunk.digest} (got {actual}, {len(data)} bytes)")
-    return data
+def inflate_chunk(frame: bytes, chunk: Chunk, what: str, name: str,
+                  codec: str = ZSTD_CHUNKED) -> bytes:
+    """One chunk's bytes from its frame(s) or member, checked against its digest."""
+    pieces: list[bytes] = []
+    _verified(frame, chunk, codec, what, name, pieces.append)
+    return b"".join(pieces)
 
 
-def open_content(entry: TocEntry, fetch: Fetch, what: str, spill_dir: str | None) -> Any:
+def open_content(entry: TocEntry, fetch: Fetch, what: str, spill_dir: str | None,
+                 codec: str = ZSTD_CHUNKED) -> Any:
     """A file's bytes, seekable: read chunk by chunk where the chunks are small enough to hold;
     otherwise fetched whole into a temporary file, each chunk verified on the way."""
     if all(c.size <= MAX_CHUNK_BYTES for c in entry.chunks):
-        return ChunkedFile(entry, fetch, what)
+        return ChunkedFile(entry, fetch, what, codec)
     copy = tempfile.TemporaryFile(dir=spill_dir)  # noqa: SIM115 - the caller closes it
     try:
         for chunk in entry.chunks:
@@ -182,7 +180,7 @@ def open_content(entry: TocEntry, fetch: Fetch, what: str, spill_dir: str | None
                 for at in range(0, chunk.size, SPILL_PIECE):
                     copy.write(bytes(min(SPILL_PIECE, chunk.size - at)))
                 continue
-            _spill_chunk(fetch(chunk.start, chunk.end), chunk, copy, what, entry.name)
+            _verified(fetch(chunk.start, chunk.end), chunk, codec, what, entry.name, copy.write)
         copy.seek(0)
     except BaseException:
         copy.close()
@@ -190,25 +188,45 @@ def open_content(entry: TocEntry, fetch: Fetch, what: str, spill_dir: str | None
     return copy
 
 
-def _spill_chunk(frame: bytes, chunk: Chunk, out: BinaryIO, what: str, name: str) -> None:
+def _verified(frame: bytes, chunk: Chunk, codec: str, what: str, name: str,
+              sink: Callable[[bytes], object]) -> None:
+    """The chunk's bytes, in pieces, into ``sink``; an error if they are fewer than its size or
+    do not match its digest (what a frame or member holds past the chunk is not the file's:
+    in eStargz, the tar's padding and the next headers)."""
     hasher, total = hashlib.sha256(), 0
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(frame), read_across_frames=True)
-        while total <= chunk.size and (piece := reader.read(SPILL_PIECE)):
+        for piece in _inflated(frame, chunk, codec):
             hasher.update(piece)
-            out.write(piece)
+            sink(piece)
             total += len(piece)
-    except zstandard.ZstdError as err:
-        raise InputError(f"{what}: chunk of {name!r} at {chunk.at} is not valid zstd ({err})") from None
+    except INFLATE_ERRORS as err:
+        raise InputError(f"{what}: chunk of {name!r} at {chunk.at} is not valid "
+                         f"{'gzip' if codec == ESTARGZ else 'zstd'} ({err})") from None
     actual = "sha256:" + hasher.hexdigest()
     if total != chunk.size or actual != chunk.digest:
         raise DigestMismatchError(f"{what}: chunk of {name!r} at {chunk.at} does not match its "
                                   f"digest {chunk.digest} (got {actual}, {total} bytes)")
 
 
+def _inflated(frame: bytes, chunk: Chunk, codec: str) -> Iterator[bytes]:
+    """What the frame inflates to, ``chunk.inner`` bytes in, ``chunk.size`` bytes at most, in
+    pieces of at most ``SPILL_PIECE``."""
+    read = inflating_reader(frame, gzip=codec == ESTARGZ)
+    skip, left = chunk.inner, chunk.size
+    while skip:
+        dropped = len(read(min(skip, SPILL_PIECE)))
+        if not dropped:
+            return
+        skip -= dropped
+    while left and (piece := read(min(left, SPILL_PIECE))):
+        left -= len(piece)
+        yield piece
+
+
 def scan_toc(entries: Sequence[TocEntry], layer: int, wants: WantFn, store: StoreFn,
              fetch: Fetch, limits: Limits = Limits(), what: str | None = None,
-             analyzers: AnalyzersFn | None = None, spill_dir: str | None = None) -> LayerScan:
+             analyzers: AnalyzersFn | None = None, spill_dir: str | None = None,
+             codec: str = ZSTD_CHUNKED) -> LayerScan:
     """The layer's scan from its table: the same record the stream pass makes, with the wanted
     files' bytes fetched as catalogers and analyzers read them.
 
@@ -237,7 +255,7 @@ def scan_toc(entries: Sequence[TocEntry], layer: int, wants: WantFn, store: Stor
                 capture, owners = within_limits(scan, path, entry.size, capture, owners, limits)
                 if capture or owners:
                     jobs.append((path, pool.submit(_read_file, entry, capture, owners, fetch, store,
-                                                   what, spill_dir)))
+                                                   what, spill_dir, codec)))
             for path, job in jobs:
                 captured, facts, fetched = job.result()
                 if captured is not None:
@@ -253,10 +271,10 @@ def scan_toc(entries: Sequence[TocEntry], layer: int, wants: WantFn, store: Stor
 
 
 def _read_file(entry: TocEntry, capture: bool, owners: Sequence[Any], fetch: Fetch,
-               store: StoreFn, what: str, spill_dir: str | None
+               store: StoreFn, what: str, spill_dir: str | None, codec: str
                ) -> tuple[str | None, dict[str, Any], int]:
     """One wanted file: (its captured content's digest, its analyzers' facts, bytes fetched)."""
-    content = open_content(entry, fetch, what, spill_dir)
+    content = open_content(entry, fetch, what, spill_dir, codec)
     try:
         head = content.read(min(entry.size, magic_length(owners)))
         owners = [h for h in owners if head.startswith(h[2])]

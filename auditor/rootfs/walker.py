@@ -56,10 +56,17 @@ class LayerScan:
     analyzed: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> owner -> facts
     uncompressed_bytes: int = 0
     toc: str | None = None  # read by its table of contents (its digest): see auditor.rootfs.lazy
-    fetched_bytes: int = 0  # then: the compressed bytes fetched
+    toc_format: str = "zstd:chunked"  # then: the layer's format (zstd:chunked, estargz)
+    fetched_bytes: int = 0  # and the compressed bytes fetched
+
+    def lazy(self) -> dict[str, Any]:
+        """How the layer was read lazily (the report's ``lazy``); empty if it was read whole."""
+        if not self.toc:
+            return {}
+        return {"toc": self.toc, "format": self.toc_format, "fetched_bytes": self.fetched_bytes}
 
     def to_json(self) -> dict[str, Any]:
-        lazy = {"toc": self.toc, "fetched_bytes": self.fetched_bytes} if self.toc else {}
+        lazy = self.lazy()
         return {
             "layer": self.layer,
             "entries": [[e.path, e.type, e.mode, e.size, e.link, e.uid, e.gid]
@@ -86,6 +93,7 @@ class LayerScan:
             analyzed=dict(data.get("analyzed") or {}),
             uncompressed_bytes=int(data.get("uncompressed_bytes", 0)),
             toc=data.get("toc"),
+            toc_format=str(data.get("format", "zstd:chunked")),
             fetched_bytes=int(data.get("fetched_bytes", 0)),
         )
 

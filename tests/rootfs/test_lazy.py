@@ -22,7 +22,7 @@ from auditor.errors import DigestMismatchError, InputError
 from auditor.report.document import build_document
 from auditor.report.table import render_table
 from auditor.rootfs.decompress import format_size
-from auditor.rootfs.lazy import READ_AHEAD_BYTES, ChunkedFile
+from auditor.rootfs.lazy import KEPT_BYTES, READ_AHEAD_BYTES, ChunkedFile
 from auditor.rootfs.toc import Chunk, TocEntry, TocPosition, parse_toc, toc_position
 from auditor.sources import SourceOptions
 from auditor.testing import LayerBuilder, PassRecorder, build_oci_layout
@@ -42,11 +42,9 @@ def _skopeo() -> str:
     return found
 
 
-@pytest.fixture(scope="module")
-def chunked(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An OCI layout of two zstd:chunked layers: a base, and a large gcc-built libnccl (version
-    string, getter, and random padding in a section of its own) beside a large unwanted file."""
-    root = tmp_path_factory.mktemp("lazy")
+def lazy_layers(root: Path) -> list[LayerBuilder]:
+    """Two layers: a base, and a large gcc-built libnccl (version string, getter, and random
+    padding in a section of its own) beside a large unwanted file."""
     lib = compile_library("nccl", root / "gcc")
     padding = root / "padding.bin"
     padding.write_bytes(os.urandom(PADDING))
@@ -60,7 +58,14 @@ def chunked(tmp_path_factory: pytest.TempPathFactory) -> Path:
             .symlink("usr/lib/x86_64-linux-gnu/libnccl.so", "libnccl.so.2")
             .file("opt/weights.bin", os.urandom(3 << 20))
             .whiteout("usr/lib/python3/dist-packages/demo-1.0.dist-info/METADATA"))
-    build_oci_layout(root / "gzip", [base, libs], tag="t")
+    return [base, libs]
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OCI layout of the two layers as zstd:chunked, written by skopeo."""
+    root = tmp_path_factory.mktemp("lazy")
+    build_oci_layout(root / "gzip", lazy_layers(root), tag="t")
     subprocess.run([_skopeo(), "copy", "--dest-compress", "--dest-compress-format", "zstd:chunked",
                     f"oci:{root / 'gzip'}:t", f"oci:{root / 'zstd'}:t"], check=True,
                    capture_output=True, timeout=300)
@@ -72,11 +77,11 @@ def _document(reference: str, cache: Path, lazy: bool,
     return build_document(audit(reference, AuditOptions(cache_dir=str(cache), lazy=lazy), progress))
 
 
-def _stable(value: Any) -> Any:
+def without_volatile(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE}
+        return {k: without_volatile(v) for k, v in value.items() if k not in VOLATILE}
     if isinstance(value, list):
-        return [_stable(v) for v in value]
+        return [without_volatile(v) for v in value]
     return value
 
 
@@ -91,7 +96,7 @@ def test_a_lazy_audit_is_the_whole_audit_from_a_fraction_of_the_bytes(chunked: P
                                                                        tmp_path: Path) -> None:
     whole = _document(f"oci:{chunked}:t", tmp_path / "whole", lazy=False)
     lazy = _document(f"oci:{chunked}:t", tmp_path / "lazy", lazy=True)
-    assert _stable(lazy) == _stable(whole)
+    assert without_volatile(lazy) == without_volatile(whole)
     assert [c["version"] for c in lazy["numeric_stack"] if c["component"] == "nccl"] == ["2.18.3"]
     assert "lazy" not in json.dumps(whole["layers"])
     big = lazy["layers"][1]
@@ -118,22 +123,28 @@ def test_a_lazy_scan_is_cached_apart_and_a_whole_read_is_preferred(chunked: Path
     assert "lazy" not in json.dumps(lazy_again["layers"])  # the whole read serves, and first
 
 
-@pytest.mark.registry
-def test_lazy_over_a_registry_fetches_ranges(chunked: Path, registry: RegistryServer,
-                                             tmp_path: Path) -> None:
-    push_oci_layout(chunked, "t", registry, "lazy/chunked", dest_tag="v1")
-    reference = f"{registry.host}/lazy/chunked:v1"
+def check_lazy_over_a_registry(layout: Path, registry: RegistryServer, repository: str,
+                               tmp_path: Path) -> None:
+    """The layout pushed, then audited lazily from the registry: the same numeric stack, linkage
+    and files as a whole read of the layout, from ranges (no layer blob kept)."""
+    push_oci_layout(layout, "t", registry, repository, dest_tag="v1")
     options = AuditOptions(cache_dir=str(tmp_path / "cache"), lazy=True,
                            source=SourceOptions(insecure=True))
-    document = build_document(audit(reference, options))
-    whole = _document(f"oci:{chunked}:t", tmp_path / "whole", lazy=False)
-    assert _stable(document["numeric_stack"]) == _stable(whole["numeric_stack"])
-    assert _stable(document["linkage"]) == _stable(whole["linkage"])
+    document = build_document(audit(f"{registry.host}/{repository}:v1", options))
+    whole = _document(f"oci:{layout}:t", tmp_path / "whole", lazy=False)
+    assert without_volatile(document["numeric_stack"]) == without_volatile(whole["numeric_stack"])
+    assert without_volatile(document["linkage"]) == without_volatile(whole["linkage"])
     assert document["rootfs"]["fingerprint"] == whole["rootfs"]["fingerprint"]
     big = document["layers"][1]
     assert 0 < big["lazy"]["fetched_bytes"] < big["size"] // 4
     blobs = tmp_path / "cache" / "blobs" / "sha256"
     assert all(p.stat().st_size < big["size"] // 4 for p in blobs.iterdir())  # no layer kept
+
+
+@pytest.mark.registry
+def test_lazy_over_a_registry_fetches_ranges(chunked: Path, registry: RegistryServer,
+                                             tmp_path: Path) -> None:
+    check_lazy_over_a_registry(chunked, registry, "lazy/chunked", tmp_path)
 
 
 # -- hostile tables ----------------------------------------------------------------------------
@@ -194,7 +205,7 @@ def test_a_table_that_does_not_match_its_annotation_is_refused(chunked: Path,
     (lambda d: _library(d)[0].update(offset=10**12), "outside the layer's data"),
     (lambda d: d["entries"].insert(0, {"type": "chunk", "name": "x"}), "does not follow its file"),
     (lambda d: _library(d)[0].update(size=-1), "bad size"),
-    (lambda d: d.update(entries={}), "no entries list"),
+    (lambda d: d["entries"].append(1), "malformed table of contents entry"),
 ])
 def test_malformed_tables_are_input_errors(chunked: Path, tmp_path: Path, edit: Any,
                                            message: str) -> None:
@@ -222,6 +233,21 @@ def test_table_positions_are_checked_before_anything_is_fetched() -> None:
     position = TocPosition(0, len(table), 2, "sha256:" + "b" * 64)
     with pytest.raises(DigestMismatchError):
         parse_toc(table, position, "l", 10)
+
+
+def test_tables_are_parsed_within_their_bounds() -> None:
+    raw = json.dumps({"version": 1, "entries": [{"name": f"d{n}", "type": "dir"}
+                                                for n in range(100)]}).encode()
+    table = zstandard.ZstdCompressor().compress(raw)
+    position = TocPosition(0, len(table), len(raw), digest_bytes(table))
+    assert [e.name for e in parse_toc(table, position, "l", 100)][-1] == "d99"
+    with pytest.raises(InputError, match="more than 80 entries"):
+        parse_toc(table, position, "l", 10)
+    with pytest.raises(InputError, match="larger than its annotated"):
+        parse_toc(table, TocPosition(0, len(table), len(raw) - 1, digest_bytes(table)), "l", 100)
+    cut = zstandard.ZstdCompressor().compress(raw[:-40])
+    with pytest.raises(InputError, match="unreadable table of contents"):
+        parse_toc(cut, TocPosition(0, len(cut), len(raw), digest_bytes(cut)), "l", 100)
 
 
 def test_lazy_and_verify_diff_ids_do_not_go_together(chunked: Path, tmp_path: Path) -> None:
@@ -278,6 +304,25 @@ def test_a_chunked_file_reads_like_the_file_and_batches_its_requests() -> None:
         f.seek(0)
         assert f.read() == small_content
     assert len(calls) == 1  # a small file comes whole, in one request
+
+
+def test_a_chunked_file_keeps_a_bounded_number_of_chunk_bytes() -> None:
+    """eStargz writes 4 MiB chunks: eight of them kept per file, four files at a time, would
+    be a quarter of the memory bound; what is kept is bounded in bytes too."""
+    size = 3 << 20
+    pieces: list[bytes | int] = [bytes([n]) * size for n in range(12)]
+    entry, blob, content = _chunked_entry(pieces)
+    requests: list[int] = []
+    with ChunkedFile(entry, lambda s, e: requests.append(s) or blob[s:e], "layer") as f:
+        for n in range(12):
+            f.seek(n * size)
+            assert f.read(10) == content[n * size:n * size + 10]
+        fetched = len(requests)
+        f.seek(11 * size - 5)  # the newest two: still kept
+        assert f.read(10) == content[11 * size - 5:11 * size + 5] and len(requests) == fetched
+        f.seek(0)  # the oldest: dropped (KEPT_BYTES), fetched again
+        assert f.read(10) == content[:10] and len(requests) == fetched + 1
+    assert KEPT_BYTES < 8 * size  # so the count (CHUNKS_KEPT) is not what dropped it
 
 
 def test_a_chunk_whose_bytes_lie_is_refused() -> None:
