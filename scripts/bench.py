@@ -28,7 +28,9 @@ Then, each ``--runs`` times (min and median reported):
   report is checked as bench_inventory checks it; peak RSS is the child's own ``VmHWM``;
 - for the registry, the image recompressed as zstd:chunked by skopeo (built once beside the others:
   ``bench1-zstd-chunked/``) and pushed under another tag, audited with ``--lazy`` cold then warm
-  (only the chunks catalogers read are fetched; the report says how many bytes);
+  (only the chunks catalogers read are fetched; the report says how many bytes), and the image
+  converted to eStargz by containerd's estargz package (``bench1-estargz/``, fixtures/estargz),
+  pushed and audited the same way;
 - ``syft scan`` on the same three inputs, each with a fresh syft cache;
 - the 2x image audited cold (wall time and peak RSS only).
 
@@ -71,8 +73,16 @@ if str(REPO) not in sys.path:  # the fixtures package, beside the scripts folder
 
 import zstandard  # noqa: E402
 
+from auditor.rootfs.toc import (  # noqa: E402
+    ESTARGZ_DIGEST_KEY,
+    ESTARGZ_FOOTER_BYTES,
+    locate_estargz_toc,
+    parse_toc,
+    toc_position,
+)
 from auditor.testing import EPOCH, files_layer  # noqa: E402
 from fixtures.debian import locked  # noqa: E402
+from fixtures.estargz import to_estargz  # noqa: E402
 from fixtures.registry_server import (  # noqa: E402
     RegistryServer,
     push_oci_layout,
@@ -91,6 +101,7 @@ REPOSITORY, REMOTE_TAG = "bench/torch", "latest"
 STREAMED = ("--no-keep-layers",)  # the registry's second cold mode: layers not kept in the cache
 LAZY = ("--lazy",)  # the registry's third: the image as zstd:chunked, read by its tables of contents
 CHUNKED_TAG = "zstd-chunked"
+ESTARGZ_TAG = "estargz"  # and the image as eStargz, read the same way
 COPY_PREFIX = "opt/copy"
 CREATED = "2023-11-14T22:13:20Z"
 SYFT = Path(sys.executable).parent / "syft"
@@ -207,6 +218,13 @@ def write_layout(out: Path, base: Path, more: list[tuple[dict[str, Any], str, st
         manifest["layers"].append(descriptor)
         config["rootfs"]["diff_ids"].append(diff_id)
         config.setdefault("history", []).append({"created": CREATED, "created_by": created_by})
+    return write_image(out, manifest, config)
+
+
+def write_image(out: Path, manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The config, the manifest and an index tagging it TAG, into layout ``out`` (whose layer
+    blobs are there already). Returns the manifest."""
+    blobs = out / "blobs" / "sha256"
 
     def put(data: bytes) -> dict[str, Any]:
         digest = hashlib.sha256(data).hexdigest()
@@ -305,6 +323,55 @@ def build_chunked_image(oci: Path, out: Path) -> dict[str, Any]:
     return {"layers": [{"digest": d["digest"], "size": d["size"], "mediaType": d["mediaType"]}
                        for d in manifest["layers"]],
             "compressed_bytes": sum(d["size"] for d in manifest["layers"])}
+
+
+def build_estargz_image(oci: Path, out: Path) -> dict[str, Any]:
+    """The image converted to eStargz by the format's reference writer (containerd's estargz
+    package, as BuildKit and nerdctl convert; fixtures/estargz builds it), its default 4 MiB chunks:
+    each layer inflated to a temporary tar, converted, and annotated with its table's digest."""
+    manifest, config_bytes = read_image(oci)
+    config = json.loads(config_bytes)
+    blobs = out / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    diff_ids = []
+    for layer in manifest["layers"]:
+        tar = out / "layer.tar"
+        with open_layer(blob_path(oci, layer["digest"]), layer["mediaType"]) as source, \
+                open(tar, "wb") as sink:
+            shutil.copyfileobj(source, sink, MiB)
+        converted = to_estargz(tar, out / "layer.estargz", timeout=7200)
+        tar.unlink()
+        sha = hashlib.sha256()
+        with open(converted.path, "rb") as blob:
+            while chunk := blob.read(MiB):
+                sha.update(chunk)
+        os.rename(converted.path, blobs / sha.hexdigest())
+        table_bytes = estargz_table_bytes(blobs / sha.hexdigest(), converted.toc_digest)
+        descriptor = converted.layer_blob(uncompressed_size=False)
+        layer.clear()
+        layer.update(mediaType=descriptor.media_type, digest=f"sha256:{sha.hexdigest()}",
+                     size=converted.size, annotations=dict(descriptor.annotations))
+        diff_ids.append(converted.diff_id)
+    config["rootfs"]["diff_ids"] = diff_ids
+    write_image(out, manifest, config)
+    # every layer's tar holds its table and a one-byte landmark at the root: the top layer's stay
+    return {"layers": [{"digest": d["digest"], "size": d["size"], "mediaType": d["mediaType"]}
+                       for d in manifest["layers"]],
+            "compressed_bytes": sum(d["size"] for d in manifest["layers"]),
+            "files_added": 2, "file_bytes_added": table_bytes + 1}
+
+
+def estargz_table_bytes(blob: Path, toc_digest: str) -> int:
+    """The size of an eStargz blob's table (``stargz.index.json``), read as the audit reads it."""
+    size = blob.stat().st_size
+    position = toc_position({ESTARGZ_DIGEST_KEY: toc_digest}, size, blob.name)
+    assert position is not None
+    with open(blob, "rb") as source:
+        source.seek(size - ESTARGZ_FOOTER_BYTES)
+        position = locate_estargz_toc(source.read(), position, size, blob.name)
+        source.seek(position.offset)
+        table = parse_toc(source.read(position.length), position, blob.name, 1 << 30)[-1]
+    return table.size
 
 
 def build_new_layer_image(oci: Path, out: Path) -> dict[str, Any]:
@@ -568,7 +635,7 @@ def table_rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "peak_rss_max_mb": round(max(r["peak_rss_mb"] for r in s["runs"]), 1),
                "ok": all(r["exit_code"] == 0 and r["report_ok"] for r in s["runs"])}
         if s["form"] in FORMS and s["mode"] in ("all layers", "cold", "warm", "streamed", "lazy",
-                                                 "lazy warm"):
+                                                 "lazy warm", "estargz lazy", "estargz lazy warm"):
             row["x_floor"] = ratio(row["wall_median_s"], floor)
         if s["tool"] == "auditor" and s["form"] in FORMS:
             row["syft_speedup"] = ratio(median(by_key.get(("syft", s["form"], "cold"))),
@@ -588,10 +655,11 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "met": value <= limit if at_most else value >= limit})
 
     for form, mode in (("oci", "cold"), ("registry", "cold"), ("registry", "streamed"),
-                       ("registry", "lazy")):
+                       ("registry", "lazy"), ("registry", "estargz lazy")):
         row = by_key.get(("auditor", form, mode))
         how = {"streamed": f", {' '.join(STREAMED)}",
-               "lazy": f", zstd:chunked, {' '.join(LAZY)}"}.get(mode, "")
+               "lazy": f", zstd:chunked, {' '.join(LAZY)}",
+               "estargz lazy": f", eStargz, {' '.join(LAZY)}"}.get(mode, "")
         target(f"cold <= {COLD_FLOOR_RATIO:g}x floor ({form}{how})", row and row["x_floor"],
                COLD_FLOOR_RATIO, True, "x")
     for form in FORMS:
@@ -660,6 +728,13 @@ def print_figures(figures: dict[str, Any]) -> None:
         shown = ", ".join(f"{f / MiB:.1f} MiB" for f in fetched if f is not None) or "-"
         print(f"  zstd:chunked copy: {d['compressed_bytes'] / GiB:.2f} GiB (skopeo, built once in "
               f"{d['build_seconds']} s); a cold --lazy audit fetched {shown}")
+    if "estargz" in derived:
+        d = derived["estargz"]
+        fetched = [r.get("fetched_bytes") for s in figures["series"]
+                   if s["mode"] == "estargz lazy" for r in s["runs"]]
+        shown = ", ".join(f"{f / MiB:.1f} MiB" for f in fetched if f is not None) or "-"
+        print(f"  eStargz copy: {d['compressed_bytes'] / GiB:.2f} GiB (containerd's estargz, built "
+              f"once in {d['build_seconds']} s); a cold --lazy audit fetched {shown}")
     if figures["registry_push_seconds"] is not None:
         print(f"  registry: pushed (skopeo, digests kept) in {figures['registry_push_seconds']} s")
     print(f"floor: {figures['floor_library']}, one thread; references:")
@@ -703,10 +778,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def registry_with(oci: Path, work: Path, forms: list[str],
-                  chunked: Path | None) -> Iterator[tuple[RegistryServer | None, float | None]]:
-    """A loopback registry holding the image, and its zstd:chunked copy (when the registry form
-    is measured)."""
+def registry_with(oci: Path, work: Path, forms: list[str], chunked: Path | None,
+                  estargz: Path | None) -> Iterator[tuple[RegistryServer | None, float | None]]:
+    """A loopback registry holding the image, and its zstd:chunked and eStargz copies (when the
+    registry form is measured)."""
     if "registry" not in forms:
         yield None, None
         return
@@ -718,6 +793,8 @@ def registry_with(oci: Path, work: Path, forms: list[str],
         seconds = round(time.monotonic() - started, 1)
         if chunked is not None:
             push_oci_layout(chunked, TAG, server, REPOSITORY, dest_tag=CHUNKED_TAG)
+        if estargz is not None:
+            push_oci_layout(estargz, TAG, server, REPOSITORY, dest_tag=ESTARGZ_TAG)
         yield server, seconds
     finally:
         server.stop()
@@ -738,10 +815,12 @@ def main(argv: list[str] | None = None) -> int:
     if "oci" in args.forms:
         new_layer, derived["new-layer"] = cached_derivative(
             folder, f"{BUILD}-new-layer", lambda out: build_new_layer_image(oci, out))
-    chunked = None
+    chunked = estargz = None
     if "registry" in args.forms:
         chunked, derived["zstd-chunked"] = cached_derivative(
             folder, f"{BUILD}-zstd-chunked", lambda out: build_chunked_image(oci, out))
+        estargz, derived["estargz"] = cached_derivative(
+            folder, f"{BUILD}-estargz", lambda out: build_estargz_image(oci, out))
     double = None
     if args.synthetic:
         double, derived["2x"] = cached_derivative(
@@ -754,13 +833,14 @@ def main(argv: list[str] | None = None) -> int:
     forms: dict[str, str] = {}
     pushed = None
     try:
-        with registry_with(oci, work, args.forms, chunked) as (server, push_seconds):
+        with registry_with(oci, work, args.forms, chunked, estargz) as (server, push_seconds):
             references = {"oci": (f"oci:{oci}:{TAG}", f"oci-dir:{oci}"),
                           "archive": (f"docker-archive:{archive}", f"docker-archive:{archive}")}
             if server is not None:
                 remote = f"{server.host}/{REPOSITORY}:{REMOTE_TAG}"
                 references["registry"] = (remote, f"registry:{remote}")
                 references["chunked"] = (f"{server.host}/{REPOSITORY}:{CHUNKED_TAG}", "")
+                references["estargz"] = (f"{server.host}/{REPOSITORY}:{ESTARGZ_TAG}", "")
                 pushed = push_seconds
             forms = {form: references[form][0] for form in args.forms}
             measure(args, bench, recipe, facts, layers, work, references, new_layer, double, derived)
@@ -809,6 +889,13 @@ def measure(args: argparse.Namespace, bench: Bench, recipe: Recipe, facts: dict[
     def new_layer_check(document: dict[str, Any]) -> list[str]:
         return check_report(document, plus, recipe)
 
+    tables = derived.get("estargz", {})
+    with_tables = {**facts, "files": facts["files"] + tables.get("files_added", 0),
+                   "file_bytes": facts["file_bytes"] + tables.get("file_bytes_added", 0)}
+
+    def estargz_check(document: dict[str, Any]) -> list[str]:
+        return check_report(document, with_tables, recipe)
+
     for form in args.forms:
         reference = references[form][0]
         for i in range(1, args.runs + 1):
@@ -838,12 +925,16 @@ def measure(args: argparse.Namespace, bench: Bench, recipe: Recipe, facts: dict[
                 bench.record("auditor", form, "streamed", run, problems)
                 if not args.keep:
                     shutil.rmtree(cache, ignore_errors=True)
-            if form == "registry" and "chunked" in references:  # zstd:chunked, read lazily
-                cache = work / f"cache-{form}-lazy-{i}"
-                for mode in ("lazy", "lazy warm"):
+            # the zstd:chunked and eStargz copies, read lazily: cold, then warm
+            for copy, prefix, check in (("chunked", "", image_check),
+                                        ("estargz", "estargz ", estargz_check)):
+                if form != "registry" or copy not in references:
+                    continue
+                cache = work / f"cache-{form}-{copy}-{i}"
+                for mode in (f"{prefix}lazy", f"{prefix}lazy warm"):
                     report = work / f"report-{form}-{mode.replace(' ', '-')}-{i}.json"
-                    run, problems = audited(f"{form} {mode} #{i}", references["chunked"][0], cache,
-                                            report, image_check, LAZY)
+                    run, problems = audited(f"{form} {mode} #{i}", references[copy][0], cache,
+                                            report, check, LAZY)
                     bench.record("auditor", form, mode, run, problems,
                                  {"fetched_bytes": fetched_bytes(report)})
                 if not args.keep:

@@ -51,6 +51,10 @@ def test_bench_quick(tmp_path: Path) -> None:
     chunked = figures["derived"]["zstd-chunked"]  # skopeo's zstd:chunked copy, read by its tables
     assert 0 < lazy[0]["fetched_bytes"] < chunked["compressed_bytes"]
     assert lazy_warm[0]["fetched_bytes"] == lazy[0]["fetched_bytes"]  # the cached scans' record
+    lazy, lazy_warm = (series[("auditor", "registry", "estargz lazy")],
+                       series[("auditor", "registry", "estargz lazy warm")])
+    assert lazy[0]["exit_code"] == 0 and lazy[0]["report_ok"] and lazy_warm[0]["report_ok"]
+    assert 0 < lazy[0]["fetched_bytes"] < figures["derived"]["estargz"]["compressed_bytes"]
     floor = series[("floor", "oci", "all layers")]
     assert all(r["wall_seconds"] > 0 and r["bytes"] == figures["image"]["uncompressed_bytes"]
                for r in floor)
@@ -68,7 +72,8 @@ def test_bench_quick(tmp_path: Path) -> None:
     # built once, beside the cached layout: a second run reuses them
     image = next((tmp_path / "fixtures" / "bench-inventory").glob("quick-*"))
     assert {p.name for p in image.glob("bench1-*")} >= {
-        "bench1-docker-archive.tar", "bench1-new-layer", "bench1-double", "bench1-zstd-chunked"}
+        "bench1-docker-archive.tar", "bench1-new-layer", "bench1-double", "bench1-zstd-chunked",
+        "bench1-estargz"}
     assert not list(image.glob(".building-*"))
 
 
