@@ -109,6 +109,13 @@ def limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`auditor audit`'s and `demo`'s options: the image options and the report's."""
+    return image_options(report_options(fn))
+
+
+def image_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """How an image is read and audited (audit_options_from takes them): every command that
+    audits images declares them here, once."""
     fn = click.option("--platform", help="os/arch[/variant] to pick from an index "
                       "[default: the host's].")(fn)
     fn = click.option("--insecure", is_flag=True,
@@ -132,7 +139,7 @@ def audit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                            "H100), for rules that depend on it; repeatable, or comma-separated. "
                            "Without it such rules state the GPU as an assumption.")(fn)
     fn = rules_option(fn)
-    return limit_options(cache_option(report_options(verify_option(lazy_option(fn)))))
+    return limit_options(cache_option(verify_option(lazy_option(fn))))
 
 
 def verify_option(fn: Callable[..., Any]) -> Callable[..., Any]:

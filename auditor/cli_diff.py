@@ -11,17 +11,11 @@ import click
 
 from auditor.cli_common import (
     _err_console,
-    _parse_env,
-    _parse_gpu_arch,
     audit_options_from,
-    cache_option,
     handle_errors,
-    lazy_option,
-    limit_options,
+    image_options,
     prepare_outputs,
     report,
-    rules_option,
-    verify_option,
 )
 from auditor.diff import CATEGORIES
 from auditor.errors import EXIT_FINDINGS, InputError
@@ -72,22 +66,7 @@ def _parse_fail_on_change(_ctx: click.Context, _param: click.Parameter,
                    + ", ".join(CATEGORIES) + " (new findings), or a numeric component's name "
                    "(cublasLt, cudart, nvrtc, ...). cublas covers cublas and cublasLt; cuda covers "
                    "cudart, nvrtc, nvjitlink and a framework's built-for CUDA.")
-@click.option("--platform", help="os/arch[/variant] to pick from an index, for both images "
-              "[default: the host's].")
-@click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS for the registry.")
-@click.option("--engine-host", help="Engine API address for docker-daemon:/podman: references "
-              "[default: DOCKER_HOST / CONTAINER_HOST].")
-@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", callback=_parse_env,
-              help="Set an environment variable over each image's Env for both audits "
-                   "(LD_LIBRARY_PATH decides linkage). Repeatable.")
-@click.option("--gpu-arch", "gpu_arch", multiple=True, metavar="sm_NN", callback=_parse_gpu_arch,
-              help="The GPU architecture the images will run on, for rules that depend on it; "
-                   "repeatable, or comma-separated.")
-@rules_option
-@cache_option
-@limit_options
-@verify_option
-@lazy_option
+@image_options
 @handle_errors
 def diff(old: str, new: str, fmt: str, outputs: tuple[str, ...], fail_on: tuple[str, ...],
          **options: Any) -> None:

@@ -402,6 +402,13 @@ def test_diff_of_a_tf_image_with_itself_has_no_changes(tf_images: tuple[str, str
         diff = json.loads(proc.stdout)
         assert diff["changes"] == [] and diff["identical"]
         assert diff["findings"]["new"] == diff["findings"]["resolved"] == []
+    # every image option of `audit` is the diff's too (one declaration serves both)
+    proc = run("diff", old, old, "--format", "json", "--cache-dir", str(tmp_path / "fresh"),
+               "--no-keep-layers", "--all-elf", "--max-entries", "100000")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["identical"]
+    proc = run("diff", old, old, "--max-entries", "5", "--cache-dir", str(tmp_path / "other"))
+    assert proc.returncode == 2 and "--max-entries" in proc.stderr  # the limit was applied
 
 
 def test_the_document_is_not_changed_by_diffing() -> None:
