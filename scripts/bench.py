@@ -690,11 +690,12 @@ def cell(value: float | None, digits: int = 2, suffix: str = "") -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> list[str]:
-    header = (f"{'tool':<8} {'form':<9} {'mode':<11} {'runs':>4} {'min s':>8} {'median s':>9} "
+    mode = max([11, *(len(r["mode"]) for r in rows)])
+    header = (f"{'tool':<8} {'form':<9} {'mode':<{mode}} {'runs':>4} {'min s':>8} {'median s':>9} "
               f"{'x floor':>8} {'syft/this':>9} {'peak RSS MB':>11} {'check':>6}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['tool']:<8} {r['form']:<9} {r['mode']:<11} {r['runs']:>4} "
+        lines.append(f"{r['tool']:<8} {r['form']:<9} {r['mode']:<{mode}} {r['runs']:>4} "
                      f"{r['wall_min_s']:>8.2f} {r['wall_median_s']:>9.2f} {cell(r['x_floor']):>8} "
                      f"{cell(r['syft_speedup'], 1):>9} {r['peak_rss_max_mb']:>11.1f} "
                      f"{'ok' if r['ok'] else 'FAIL':>6}")
