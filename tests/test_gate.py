@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import stat
 from pathlib import Path
 
 import jsonschema
@@ -12,7 +14,7 @@ import pytest
 from auditor.errors import InputError
 from auditor.gate import IgnoreEntry, apply_gate, load_ignore_file
 from auditor.report.document import report_schema
-from auditor.report.outputs import Output, parse_outputs
+from auditor.report.outputs import Output, open_output, parse_outputs
 from tests.test_cli import assert_one_line_error, run
 
 TODAY = datetime.date(2026, 11, 24)
@@ -77,6 +79,24 @@ def test_ignore_file_schema_errors_name_file_and_line(tmp_path: Path) -> None:
     path.write_text("version: 1\nignore: [\n")
     with pytest.raises(InputError, match="invalid YAML"):
         load_ignore_file(str(path))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_outputs_are_written_whole_with_the_mode_of_a_plain_file(tmp_path: Path, umask: int) -> None:
+    from auditor.campaign.jobs import write_json
+
+    before = os.umask(umask)
+    try:
+        with open_output(tmp_path / "report.json") as out:
+            out.write("{}")
+            assert not (tmp_path / "report.json").exists()  # not before it is whole
+        write_json(tmp_path / "job.json", {"a": 1})  # the campaign's writer is the same one
+    finally:
+        os.umask(before)
+    for name in ("report.json", "job.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+    assert json.loads((tmp_path / "job.json").read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "report.json"]
 
 
 def test_outputs_parse_formats_and_refuse_one_file_twice(tmp_path: Path) -> None:

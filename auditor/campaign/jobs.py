@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 from auditor.campaign.spec import JOB_SCHEMA, Job
 from auditor.errors import InputError
+from auditor.report.outputs import open_output
 
 STDERR_TAIL = 4000
 
@@ -32,9 +32,8 @@ def now() -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomically (temporary file + rename), so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with open_output(path) as out:
+        out.write(json.dumps(data, indent=1) + "\n")
 
 
 def prepare_results(results: Path, campaign: dict[str, Any], jobs: Sequence[Job], force: bool) -> None:

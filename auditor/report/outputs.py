@@ -69,9 +69,25 @@ def write_text(path: str | None, text: str) -> None:
         out.write(text)
 
 
+def created_file_mode() -> int:
+    """The mode a file this process creates plainly gets: 0o666 less its umask. (mkstemp's 0600
+    would hide a report from the group a CI job or a shared campaign folder shares it with.)"""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)  # no /proc: read it by setting it, and put it back at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
-def open_output(path: str | None) -> Iterator[TextIO]:
-    """stdout, or a file written only when complete (a temp file beside it, then a rename)."""
+def open_output(path: str | os.PathLike[str] | None) -> Iterator[TextIO]:
+    """stdout, or a file written only when complete (a temp file beside it, then a rename),
+    with the mode a plainly created file would get."""
     if path is None:
         yield sys.stdout
         return
@@ -80,6 +96,7 @@ def open_output(path: str | None) -> Iterator[TextIO]:
         raise InputError(f"cannot write {path}: directory {target.parent} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.fchmod(fd, created_file_mode())
     except OSError as err:
         raise InputError(f"cannot write {path}: {err.strerror or err}") from None
     try:
