@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, BinaryIO
 
-import yaml
 from packaging.utils import canonicalize_name
 
 from auditor.elf import Interest, elf_facts
 from auditor.inventory.base import Cataloger, FileView, Inventory
 from auditor.model import Evidence, Finding, Library, Package, Unknown
 from auditor.rootfs.index import glob_matcher, glob_regex
+from auditor.rules.yamlsource import safe_load
 
 NAME = "numeric"
 CODE_VERSION = 1  # bump when the facts or their reading change
@@ -236,7 +236,7 @@ def interest_of(classifiers: list[Classifier]) -> Interest:
 
 def load_classifiers() -> tuple[list[Classifier], bytes]:
     raw = resources.files("auditor.inventory").joinpath("classifiers.yaml").read_bytes()
-    return parse_classifiers(yaml.safe_load(raw)), raw
+    return parse_classifiers(safe_load(raw)), raw
 
 
 CLASSIFIERS, _RAW = load_classifiers()

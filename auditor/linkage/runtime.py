@@ -15,9 +15,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from auditor.model import Framework
+from auditor.rules.yamlsource import safe_load
 
 TEMPLATE = re.compile(r"\{([a-z_]+)\.major\}")
 
@@ -99,7 +98,7 @@ def _schema() -> dict[str, Any]:
 def load_rules() -> LinkageRules:
     """The rules shipped with the tool."""
     text = resources.files("auditor").joinpath("rules/linkage.yaml").read_text()
-    return parse_rules(yaml.safe_load(text), check_schema=False)
+    return parse_rules(safe_load(text), check_schema=False)
 
 
 def site_of(framework: Framework, rules: FrameworkRules) -> str | None:

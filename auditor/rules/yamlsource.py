@@ -9,8 +9,16 @@ from typing import Any
 
 import yaml
 
+SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when PyYAML has it
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+
+def safe_load(text: str | bytes) -> Any:
+    """``yaml.safe_load`` with libyaml's parser when there is one (about ten times faster: the
+    data files shipped with the tool are read at every audit)."""
+    return yaml.load(text, Loader=SAFE_LOADER)
+
+
+class _Loader(SAFE_LOADER):  # type: ignore[misc,valid-type]
     """The safe loader (libyaml's when PyYAML has it) without the timestamp resolver:
     ``date: 2026-11-24`` stays the string."""
 
