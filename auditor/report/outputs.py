@@ -96,11 +96,11 @@ def open_output(path: str | os.PathLike[str] | None) -> Iterator[TextIO]:
         raise InputError(f"cannot write {path}: directory {target.parent} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.fchmod(fd, created_file_mode())
     except OSError as err:
         raise InputError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), created_file_mode())
             yield f
         os.replace(tmp, target)
     except BaseException:
