@@ -5,7 +5,10 @@ finding id (inventory and linkage findings included); one result per finding, su
 (an ignore file) with an external suppression. A result points at the file in the image (relative
 to ``IMAGEROOT``, the image's root filesystem) and, given ``--dockerfile``, first at the Dockerfile
 line that set the thing: the ``ENV`` of a variable in the evidence, the ``RUN`` that installed the
-package, or else the final stage's ``FROM``. Everything comes from the report document.
+package, or else the final stage's ``FROM``. A finding that no file holds (an unset variable of the
+image's Env, with no ``--dockerfile``) points at the image's configuration (``config.json``
+relative to ``IMAGECONFIG``): GitHub's code scanning refuses a whole file if one result has no
+location. Everything comes from the report document.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from auditor.report.formats import RenderContext
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 INFORMATION_URI = "https://auditor.invalid/"
 IMAGE_ROOT = "IMAGEROOT"
+IMAGE_CONFIG = "IMAGECONFIG"
 FINGERPRINT_KEY = "auditorFinding/v1"
 MAX_RELATED = 20
 LEVELS = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
@@ -98,7 +102,9 @@ def build_sarif(document: dict[str, Any], context: RenderContext | None = None) 
                             "informationUri": INFORMATION_URI, "rules": rules}},
         "invocations": [invocation],
         "originalUriBaseIds": {IMAGE_ROOT: {"uri": "file:///",
-                                            "description": {"text": "the image's root filesystem"}}},
+                                            "description": {"text": "the image's root filesystem"}},
+                               IMAGE_CONFIG: {"description": {"text": "the image's configuration "
+                                                                      "(its config blob)"}}},
         "results": results,
         "columnKind": "unicodeCodePoints",
         "properties": run_properties,
@@ -207,8 +213,13 @@ def _result(finding: dict[str, Any], index: dict[str, int], document: dict[str, 
         "level": LEVELS.get(finding["severity"], "warning"),
         "message": {"text": message},
     }
-    if locations:
-        out["locations"] = locations
+    if not locations:  # code scanning takes no result without one: the image's configuration
+        locations.append({
+            "physicalLocation": {"artifactLocation": {"uri": "config.json",
+                                                      "uriBaseId": IMAGE_CONFIG}},
+            "message": {"text": "the image's configuration: no file of the image holds this"
+                                + ("" if dockerfile else ", and no --dockerfile was given")}})
+    out["locations"] = locations
     others = [p for p in finding.get("locations") or [] if p and p != finding.get("path")]
     if others:
         out["relatedLocations"] = [

@@ -118,6 +118,22 @@ def test_rules_results_and_levels(document: dict[str, Any]) -> None:
     assert run["invocations"] == [{"executionSuccessful": True}]
 
 
+def test_every_result_has_a_location(document: dict[str, Any]) -> None:
+    """GitHub's code scanning refuses the whole file when one result has none
+    (github/codeql-action#1738): a finding no file holds points at the image's configuration."""
+    assert any(not f.get("path") for f in document["findings"])  # PYTHONHASHSEED unset
+    for context in (None, RenderContext(dockerfile="Dockerfile", dockerfile_text=DOCKERFILE)):
+        run = sarif(document, context)["runs"][0]
+        assert all(r["locations"] for r in run["results"])
+        unset = next(r for r in run["results"] if r["ruleId"] == "env-pythonhashseed-unset")
+        uri = unset["locations"][0]["physicalLocation"]["artifactLocation"]
+        if context is None:
+            assert uri == {"uri": "config.json", "uriBaseId": "IMAGECONFIG"}
+            assert "IMAGECONFIG" in run["originalUriBaseIds"]
+        else:  # the Dockerfile's final FROM, where an ENV for it would go
+            assert uri == {"uri": "Dockerfile"}
+
+
 def test_fingerprints_are_stable_and_distinct(document: dict[str, Any]) -> None:
     first, second = sarif(document), sarif(copy.deepcopy(document))
     prints = [r["partialFingerprints"] for r in first["runs"][0]["results"]]
@@ -227,7 +243,8 @@ def test_hostile_and_sparse_documents(document: dict[str, Any],
     log = sarif(bare, RenderContext(dockerfile="Dockerfile", dockerfile_text="# no FROM here\n"))
     assert_valid(validator, log)
     (result,) = log["runs"][0]["results"]
-    assert "locations" not in result
+    (location,) = result["locations"]  # no file, no FROM line: the image's configuration
+    assert location["physicalLocation"]["artifactLocation"]["uriBaseId"] == "IMAGECONFIG"
     assert log["runs"][0]["tool"]["driver"]["rules"][0]["shortDescription"]["text"].startswith(
         "A library a consumer needs")
 
