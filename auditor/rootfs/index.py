@@ -43,6 +43,9 @@ def glob_matcher(globs: Iterable[str]) -> Callable[[str], bool]:
 
     return matches
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 @dataclass
 class RootfsIndex:
     entries: dict[str, FileEntry] = field(default_factory=dict)
@@ -52,9 +55,10 @@ class RootfsIndex:
     whiteouts_applied: int = 0
     lazy: dict[int, dict[str, Any]] = field(default_factory=dict)  # layer -> how its table was read
     _children: dict[str, set[str]] = field(default_factory=dict, repr=False)
-    # parent directory -> where it resolves (None: nowhere), while the tree stays as it is: a
-    # layer's pass asks for every one of its paths, and most share a few new directories
-    _landings: dict[str, str | None] = field(default_factory=dict, repr=False)
+    # (path, whether a final symlink is followed) -> where it resolves (None: nowhere), while the
+    # tree stays as it is: a layer's pass asks where the parents of all its paths land (most
+    # share a few directories), and the loader's search probes the same paths again and again
+    _resolved: dict[tuple[str, bool], str | None] = field(default_factory=dict, repr=False)
 
     # -- building --------------------------------------------------------------------------
     def apply(self, scan: LayerScan) -> None:
@@ -101,7 +105,7 @@ class RootfsIndex:
             self.lazy[scan.layer] = scan.lazy()
 
     def _add(self, entry: FileEntry) -> None:
-        self._landings.clear()
+        self._resolved.clear()
         self.entries[entry.path] = entry
         self.captured.pop(entry.path, None)
         self.analyzed.pop(entry.path, None)
@@ -119,7 +123,7 @@ class RootfsIndex:
             path = parent
 
     def _remove_tree(self, path: str) -> None:
-        self._landings.clear()
+        self._resolved.clear()
         stack = [path]
         while stack:
             current = stack.pop()
@@ -141,6 +145,7 @@ class RootfsIndex:
                                         f"hardlink to {link.link!r}, which is {reason}"))
             return
         # A hardlink is the same file: same size, the same captured content and facts.
+        self._resolved.clear()
         self.entries[link.path] = FileEntry(link.path, "hardlink", link.layer, target.mode,
                                             target.size, link.link, target.uid, target.gid)
         if target.path in self.captured:
@@ -172,16 +177,20 @@ class RootfsIndex:
         entry = self.entries.get(parent)
         if entry is not None and entry.type == "dir":
             return path
-        if parent in self._landings:
-            resolved = self._landings[parent]
-        else:
-            resolved = self._landings[parent] = self.resolve(parent)
+        resolved = self.resolve(parent)
         return _join(resolved, name) if resolved is not None else path
 
     # -- reading ---------------------------------------------------------------------------
     def resolve(self, path: str, follow_final: bool = True) -> str | None:
         """The path after following symlinks, confined to the root; None if it does not exist
         or loops."""
+        key = (path, follow_final)
+        if key in self._resolved:
+            return self._resolved[key]
+        resolved = self._resolved[key] = self._walk(path, follow_final)
+        return resolved
+
+    def _walk(self, path: str, follow_final: bool) -> str | None:
         parts = [p for p in path.strip("/").split("/") if p not in ("", ".")]
         done: list[str] = []
         hops = 0
@@ -237,10 +246,10 @@ class RootfsIndex:
     def fingerprint(self) -> str:
         """A digest of the whole index: equal for the same image from any source."""
         h = hashlib.sha256()
+        encode = _COMPACT_JSON.encode  # json.dumps's bytes, without a new encoder per entry
         for path in sorted(self.entries):
             e = self.entries[path]
-            h.update(json.dumps([e.path, e.type, e.layer, e.mode, e.size, e.link, e.uid, e.gid],
-                                separators=(",", ":")).encode())
+            h.update(encode([e.path, e.type, e.layer, e.mode, e.size, e.link, e.uid, e.gid]).encode())
             h.update(b"\n")
         return f"sha256:{h.hexdigest()}"
 
