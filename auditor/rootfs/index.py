@@ -43,6 +43,7 @@ def glob_matcher(globs: Iterable[str]) -> Callable[[str], bool]:
 
     return matches
 
+
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
