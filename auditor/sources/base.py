@@ -67,14 +67,7 @@ class Source(ABC):
         for just the range."""
         stream, at = self.blob(descriptor, start)
         try:
-            if at < start:
-                seekable = getattr(stream, "seekable", None)
-                if seekable is not None and seekable():
-                    stream.seek(start)
-                else:
-                    while at < start and (skipped := stream.read(min(1 << 20, start - at))):
-                        at += len(skipped)
-            return stream.read(end - start)
+            return read_span(stream, at, start, end)
         finally:
             stream.close()
 
@@ -92,6 +85,19 @@ class Source(ABC):
 
 
 ProgressHook = Callable[[int], None]
+
+
+def read_span(stream: BinaryIO, at: int, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of a stream standing at ``at`` (at most ``start``): it is moved to
+    ``start`` by a seek where it can seek, else by reading on."""
+    if at < start:
+        seekable = getattr(stream, "seekable", None)
+        if seekable is not None and seekable():
+            stream.seek(start)
+        else:
+            while at < start and (skipped := stream.read(min(1 << 20, start - at))):
+                at += len(skipped)
+    return stream.read(end - start)
 
 
 @dataclass

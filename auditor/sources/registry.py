@@ -42,7 +42,7 @@ from auditor.sources.auth import (
     find_credentials,
     parse_challenges,
 )
-from auditor.sources.base import MAX_MANIFEST_BYTES, Root, Source
+from auditor.sources.base import MAX_MANIFEST_BYTES, Root, Source, read_span
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 BACKOFF_BASE = 0.1  # seconds; doubles on each retry
@@ -361,9 +361,7 @@ class RegistrySource(Source):
             if at not in (0, start):
                 raise EnvironmentProblem(f"registry {self.client.registry} answered bytes from "
                                          f"{at} when asked for {start} of blob {descriptor.digest}")
-            while at < start and (skipped := stream.read(min(1 << 20, start - at))):
-                at += len(skipped)
-            return stream.read(end - start)
+            return read_span(stream, at, start, end)
         finally:
             stream.close()
 
