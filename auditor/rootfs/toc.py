@@ -34,6 +34,7 @@ from typing import Any
 
 import ijson
 
+from auditor.digest import digest_bytes
 from auditor.errors import DigestMismatchError, InputError
 from auditor.rootfs.decompress import INFLATE_ERRORS, inflating_reader
 
@@ -165,7 +166,7 @@ def parse_toc(compressed: bytes, position: TocPosition, what: str,
             header = _table_header(read, what)
             stream = _TableStream(read, header.size, hashlib.sha256(), what)
         else:
-            _check(compressed, position.checksum, f"{what}: table of contents")
+            _check(digest_bytes(compressed), position.checksum, f"{what}: table of contents")
             stream = _TableStream(inflating_reader(compressed, gzip=False), position.uncompressed,
                                   None, what)
         items = _counted(ijson.items(stream, "entries.item", use_float=True), max_entries * 8,
@@ -179,7 +180,7 @@ def parse_toc(compressed: bytes, position: TocPosition, what: str,
     if stream.read_bytes != header.size:
         raise InputError(f"{what}: the eStargz table's member holds {stream.read_bytes} of its "
                          f"{header.size} bytes")
-    _check(stream, position.checksum, f"{what}: eStargz table of contents")
+    _check(stream.digest(), position.checksum, f"{what}: eStargz table of contents")
     # the table is a file of the tar too, its last: its bytes are 512 into its member
     table = TocEntry(header.name, "reg", header.mode, header.size, "", header.uid, header.gid,
                      position.checksum, (Chunk(0, header.size, position.offset,
@@ -217,8 +218,9 @@ class _TableStream:
         while self.read(1 << 16):
             pass
 
-    def hexdigest(self) -> str:
-        return str(self._hasher.hexdigest())
+    def digest(self) -> str:
+        """The digest of what was read (with a hasher)."""
+        return f"sha256:{self._hasher.hexdigest()}"
 
 
 def _table_header(read: Callable[[int], bytes], what: str) -> tarfile.TarInfo:
@@ -259,9 +261,7 @@ def _place_members(entries: list[TocEntry], data_end: int) -> list[TocEntry]:
     return out
 
 
-def _check(data: bytes | _TableStream, expected: str, what: str) -> None:
-    actual = "sha256:" + (data.hexdigest() if isinstance(data, _TableStream)
-                          else hashlib.sha256(data).hexdigest())
+def _check(actual: str, expected: str, what: str) -> None:
     if actual != expected:
         raise DigestMismatchError(f"{what} does not match its annotated digest {expected} "
                                   f"(got {actual})")
