@@ -268,7 +268,7 @@ class _Layout:
                 return self.layer(source, size, compression)
         if compression != "none":
             raise ValueError("move=True needs compression='none' (the tar is the blob)")
-        digest = _file_digest(tar_path)
+        digest = file_digest(tar_path)
         os.replace(tar_path, self.blobs / digest.split(":")[1])  # a no-op when it is the blob
         return _Layer({"mediaType": mt.OCI_LAYER, "digest": digest, "size": size}, digest)
 
@@ -286,7 +286,8 @@ class _Layer:
     diff_id: str
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """A file's ``sha256:`` digest, read a chunk at a time."""
     sha = hashlib.sha256()
     with open(path, "rb") as source:
         while chunk := source.read(CHUNK):
@@ -389,7 +390,7 @@ def build_oci_layout_from_blobs(path: str | os.PathLike[str], blobs: Sequence[La
     layout = _Layout(Path(path))
     layers = []
     for blob in blobs:
-        digest = _file_digest(blob.path)
+        digest = file_digest(blob.path)
         shutil.copyfile(blob.path, layout.blobs / digest.split(":")[1])
         descriptor = {"mediaType": blob.media_type, "digest": digest,
                       "size": blob.path.stat().st_size}
@@ -502,6 +503,7 @@ __all__ = [
     "build_oci_layout",
     "build_oci_layout_from_blobs",
     "build_oci_layout_from_tars",
+    "file_digest",
     "files_layer",
     "random_image",
     "random_layers",

@@ -80,7 +80,7 @@ from auditor.rootfs.toc import (  # noqa: E402
     parse_toc,
     toc_position,
 )
-from auditor.testing import EPOCH, files_layer  # noqa: E402
+from auditor.testing import EPOCH, file_digest, files_layer  # noqa: E402
 from fixtures.debian import locked  # noqa: E402
 from fixtures.estargz import to_estargz  # noqa: E402
 from fixtures.registry_server import (  # noqa: E402
@@ -341,15 +341,12 @@ def build_estargz_image(oci: Path, out: Path) -> dict[str, Any]:
             shutil.copyfileobj(source, sink, MiB)
         converted = to_estargz(tar, out / "layer.estargz", timeout=7200)
         tar.unlink()
-        sha = hashlib.sha256()
-        with open(converted.path, "rb") as blob:
-            while chunk := blob.read(MiB):
-                sha.update(chunk)
-        os.rename(converted.path, blobs / sha.hexdigest())
-        table_bytes = estargz_table_bytes(blobs / sha.hexdigest(), converted.toc_digest)
+        digest = file_digest(converted.path)
+        os.rename(converted.path, blob_path(out, digest))
+        table_bytes = estargz_table_bytes(blob_path(out, digest), converted.toc_digest)
         descriptor = converted.layer_blob(uncompressed_size=False)
         layer.clear()
-        layer.update(mediaType=descriptor.media_type, digest=f"sha256:{sha.hexdigest()}",
+        layer.update(mediaType=descriptor.media_type, digest=digest,
                      size=converted.size, annotations=dict(descriptor.annotations))
         diff_ids.append(converted.diff_id)
     config["rootfs"]["diff_ids"] = diff_ids
