@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import io
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +32,7 @@ from auditor.rootfs.walker import (
     run_analyzer,
     within_limits,
 )
+from auditor.streams import SizedReader
 
 # blob bytes [start, end) -> those bytes (unverified: every use checks them against a digest)
 Fetch = Callable[[int, int], bytes]
@@ -46,14 +46,14 @@ WHOLE_FILE_BYTES = 1 << 20  # a file stored in at most this many bytes is fetche
 READ_AHEAD_BYTES = 256 << 10  # a request for a larger file's chunks extends to this many bytes
 
 
-class ChunkedFile:
+class ChunkedFile(SizedReader):
     """A regular file of the layer as a seekable, read-only stream; chunks are fetched (in one
     request for a run of adjacent ones), decompressed and verified when a read first needs them."""
 
     def __init__(self, entry: TocEntry, fetch: Fetch, what: str, codec: str = ZSTD_CHUNKED) -> None:
+        super().__init__(entry.size)
         self._entry, self._fetch, self._what, self._codec = entry, fetch, what, codec
         self._starts = [c.at for c in entry.chunks]
-        self._position = 0
         self._kept: OrderedDict[int, bytes] = OrderedDict()
         self._kept_bytes = 0
         self.fetched = 0  # compressed bytes fetched
@@ -65,47 +65,26 @@ class ChunkedFile:
         self._keep_at_most = len(entry.chunks) if self._whole else CHUNKS_KEPT
 
     # -- the stream ----------------------------------------------------------------------------
-    def read(self, n: int = -1) -> bytes:
-        size = self._entry.size
-        end = size if n is None or n < 0 else min(size, self._position + n)
-        if end <= self._position:
+    def read(self, n: int | None = -1) -> bytes:
+        n = self.wanted(n)
+        if n == 0:
             return b""
-        first = bisect.bisect_right(self._starts, self._position) - 1
+        start, end = self.position, self.position + n
+        first = bisect.bisect_right(self._starts, start) - 1
         last = bisect.bisect_right(self._starts, end - 1) - 1
         self._load(first, last)
         parts = []
         for i in range(first, last + 1):
             chunk, data = self._entry.chunks[i], self._kept[i]
-            lo, hi = max(self._position, chunk.at) - chunk.at, min(end, chunk.at + chunk.size) - chunk.at
+            lo, hi = max(start, chunk.at) - chunk.at, min(end, chunk.at + chunk.size) - chunk.at
             parts.append(data[lo:hi])
-        self._position = end
+        self.position = end
         return b"".join(parts)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._entry.size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._position = base + offset
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
 
     def close(self) -> None:
         self._kept.clear()
         self._kept_bytes = 0
-
-    def __enter__(self) -> ChunkedFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
     # -- chunks --------------------------------------------------------------------------------
     def _load(self, first: int, last: int) -> None:

@@ -22,6 +22,7 @@ from auditor.model import Descriptor
 from auditor.reference import ImageRef
 from auditor.rootfs.walker import normalize_path
 from auditor.sources.base import MAX_MANIFEST_BYTES, Root, Source, load_json
+from auditor.streams import SizedReader
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
@@ -33,18 +34,20 @@ class _Tree:
     def __init__(self, path: str | os.PathLike[str], what: str) -> None:
         self.path = Path(path)
         self.what = what
-        self._tar: tarfile.TarFile | None = None
+        self._file: BinaryIO | None = None
         self._members: dict[str, tarfile.TarInfo] = {}
         if self.path.is_dir():
             self._root = self.path.resolve()
         elif self.path.is_file():
+            self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
             try:
-                self._tar = tarfile.open(self.path, mode="r:")  # noqa: SIM115 - closed in close()
-                for member in self._tar.getmembers():
-                    name, reason = normalize_path(member.name)
-                    if name and not reason and member.isfile():
-                        self._members[name] = member
+                with tarfile.open(fileobj=self._file, mode="r:") as tar:
+                    for member in tar.getmembers():
+                        name, reason = normalize_path(member.name)
+                        if name and not reason and member.isfile():
+                            self._members[name] = member
             except (tarfile.TarError, EOFError) as err:
+                self._file.close()
                 raise InputError(f"{what} {self.path} is not a readable tar file ({err})") from None
         else:
             raise NotFoundError(f"{what} {self.path} does not exist")
@@ -57,7 +60,7 @@ class _Tree:
 
     def exists(self, name: str) -> bool:
         name = self._checked(name)
-        if self._tar is not None:
+        if self._file is not None:
             return name in self._members
         return self._local(name, must_exist=False) is not None
 
@@ -73,12 +76,14 @@ class _Tree:
 
     def open(self, name: str) -> BinaryIO:
         name = self._checked(name)
-        if self._tar is not None:
+        if self._file is not None:
             member = self._members.get(name)
-            stream = self._tar.extractfile(member) if member is not None else None
-            if stream is None:
+            if member is None:
                 raise InputError(f"{self.what} {self.path} has no file {name}")
-            return stream  # type: ignore[return-value]
+            if member.issparse():  # docker and podman never write one
+                raise InputError(f"{self.what} {self.path}: {name} is a sparse tar member "
+                                 "(not supported)")
+            return _Span(self._file.fileno(), member.offset_data, member.size)
         return open(self._local(name), "rb")  # type: ignore[arg-type]
 
     def read(self, name: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
@@ -89,8 +94,26 @@ class _Tree:
         return data
 
     def close(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
+        if self._file is not None:
+            self._file.close()
+
+
+class _Span(SizedReader):
+    """Bytes ``[start, start + size)`` of an open file, read with ``pread``: spans of one file
+    are read at once from several threads (layers read concurrently), each at its own place,
+    and all from the file the tar's index was read from."""
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        super().__init__(size)
+        self._fd, self._start = fd, start
+
+    def read(self, n: int | None = -1) -> bytes:
+        n = self.wanted(n)
+        if n == 0:
+            return b""
+        data = os.pread(self._fd, n, self._start + self.position)
+        self.position += len(data)
+        return data
 
 
 def _blob_path(digest: str) -> str:
