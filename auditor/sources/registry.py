@@ -102,6 +102,9 @@ class RegistryClient:
         self.registry = registry
         self.host = api_host(registry)
         self.insecure = insecure
+        if insecure:  # asked for: unverified TLS is no news (once for the process; a
+            # catch_warnings around each request would race between threads reading layers)
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.session = session or requests.Session()
         self._own_session = session is None
         self.timeout = timeout
@@ -176,13 +179,11 @@ class RegistryClient:
         origin = _origin(url)
         for _ in range(MAX_REDIRECTS + 1):
             same_origin = _origin(url) == origin
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                response = self.session.get(
-                    url, headers=dict(headers or {}), stream=stream,
-                    timeout=(self._connect_timeout(), self.timeout),
-                    allow_redirects=False, verify=not self.insecure,
-                    auth=_Authorization(authorization if same_origin else None))
+            response = self.session.get(
+                url, headers=dict(headers or {}), stream=stream,
+                timeout=(self._connect_timeout(), self.timeout),
+                allow_redirects=False, verify=not self.insecure,
+                auth=_Authorization(authorization if same_origin else None))
             if not response.is_redirect or "location" not in response.headers:
                 return response
             url = urljoin(url, response.headers["location"])
@@ -254,12 +255,9 @@ class RegistryClient:
                        form: Mapping[str, str] | None = None) -> requests.Response:
         for attempt in range(self.retries + 1):
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                    response = self.session.request(
-                        method, url, data=form, timeout=(self._connect_timeout(), self.timeout),
-                        verify=not self.insecure,
-                        auth=_Authorization(authorization))
+                response = self.session.request(
+                    method, url, data=form, timeout=(self._connect_timeout(), self.timeout),
+                    verify=not self.insecure, auth=_Authorization(authorization))
             except requests.exceptions.RequestException as err:
                 if attempt == self.retries or isinstance(
                         err, requests.exceptions.SSLError | requests.exceptions.ConnectTimeout):
