@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from auditor.inventory import Cataloger, FileView, Inventory, catalogers_for, run_catalogers
 from auditor.model import Finding, Platform, Unknown
 from auditor.reference import ImageRef, parse_reference
-from auditor.rootfs.build import LayerProgress, build_rootfs
+from auditor.rootfs.build import LayerProgress, build_rootfs, default_jobs
 from auditor.rootfs.decompress import Limits
 from auditor.rootfs.index import RootfsIndex
 from auditor.rules.evaluate import Evaluation, evaluate
@@ -30,6 +30,7 @@ class AuditOptions:
     builtin_rules: bool = True
     verify_diff_ids: bool = False  # --verify-diff-ids: hash each layer against the config's diff_id
     lazy: bool = False  # --lazy: zstd:chunked and eStargz layers read by their table of contents
+    jobs: int = 0  # --jobs: layers read at once; 0: one per core, at most 3
 
 
 @dataclass
@@ -64,7 +65,7 @@ def audit(reference: str | ImageRef, options: AuditOptions = AuditOptions(),
         image = open_image(source, cache, options.platform)
         wants = [want for cataloger in catalogers for want in cataloger.wants]
         index = build_rootfs(image, cache, wants, options.limits, progress, options.verify_diff_ids,
-                             options.lazy)
+                             options.lazy, options.jobs or default_jobs())
         rootfs_done = time.monotonic()
         facts = image.facts()
     finally:

@@ -105,6 +105,9 @@ def limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="Largest compression ratio of a layer [default: 200].")(fn)
     fn = click.option("--max-entries", type=int, default=None,
                       help="Most tar entries in one layer [default: 2000000].")(fn)
+    fn = click.option("--jobs", "-j", type=click.IntRange(min=0), default=0,
+                      help="Layers read at once [default: 0, one per core, at most 3]; 1 reads "
+                           "them one after another. Each read in flight holds ~60 MB.")(fn)
     return fn
 
 
@@ -196,7 +199,7 @@ def audit_options_from(*, cache_dir: str | None, platform: str | None, insecure:
                        max_layer_size: str | None = None, max_file_size: str | None = None,
                        max_ratio: float | None = None, max_entries: int | None = None,
                        verify_diff_ids: bool = False, keep_layers: bool = True,
-                       lazy: bool = False) -> Any:
+                       lazy: bool = False, jobs: int = 0) -> Any:
     """The AuditOptions the image options of a command ask for."""
     from auditor.audit import AuditOptions
     from auditor.model import parse_platform
@@ -217,7 +220,7 @@ def audit_options_from(*, cache_dir: str | None, platform: str | None, insecure:
                         source=SourceOptions(insecure=insecure, engine_host=engine_host,
                                              keep_layers=keep_layers),
                         env=env, all_elf=all_elf, gpu_arch=gpu_arch, rules=rule_specs,
-                        verify_diff_ids=verify_diff_ids, lazy=lazy)
+                        verify_diff_ids=verify_diff_ids, lazy=lazy, jobs=jobs)
 
 
 def prepare_outputs(fmt: str, outputs: tuple[str, ...], formats: tuple[str, ...]) -> list[Any]:

@@ -23,7 +23,7 @@ class RichLayerProgress(LayerProgress):
             TextColumn("[bold]layer {task.fields[index]}[/] {task.fields[digest]}"),
             BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
             console=console, transient=True, disable=not console.is_terminal)
-        self._task: TaskID | None = None
+        self._tasks: dict[int, TaskID] = {}  # by layer index: layers may be read at once
 
     def __enter__(self) -> RichLayerProgress:
         self._progress.start()
@@ -33,14 +33,17 @@ class RichLayerProgress(LayerProgress):
         self._progress.stop()
 
     def layer_started(self, layer: Layer, total: int | None, cached: bool) -> None:
+        self.layer_done(layer)  # a layer read ahead and then again starts over
         digest = layer.digest.split(":")[1][:12] + (" (cached)" if cached else "")
-        self._task = self._progress.add_task("", total=total, index=layer.index, digest=digest)
+        self._tasks[layer.index] = self._progress.add_task("", total=total, index=layer.index,
+                                                           digest=digest)
 
-    def advance(self, n: int) -> None:
-        if self._task is not None:
-            self._progress.advance(self._task, n)
+    def advance(self, layer: Layer, n: int) -> None:
+        task = self._tasks.get(layer.index)
+        if task is not None:
+            self._progress.advance(task, n)
 
     def layer_done(self, layer: Layer) -> None:
-        if self._task is not None:
-            self._progress.remove_task(self._task)
-            self._task = None
+        task = self._tasks.pop(layer.index, None)
+        if task is not None:
+            self._progress.remove_task(task)

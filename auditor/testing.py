@@ -21,6 +21,7 @@ import random
 import shutil
 import tarfile
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,13 +40,32 @@ EPOCH = 1_700_000_000  # fixed mtime so that builds are reproducible
 
 
 class PassRecorder(LayerProgress):
-    """A layer pass's progress that records, per layer, whether it came from the cache."""
+    """A layer pass's progress that records, per layer, whether it came from the cache, how
+    often it was started (a layer read ahead and found wanting is read again) and its bytes."""
 
     def __init__(self) -> None:
-        self.cached: list[bool] = []
+        self._lock = threading.Lock()  # layers read at once report from their threads
+        self._cached: dict[int, bool] = {}
+        self.starts: dict[int, int] = {}
+        self.bytes: dict[int, int] = {}
+        self.done: list[int] = []
+
+    @property
+    def cached(self) -> list[bool]:
+        """Whether each layer came from the cache, in layer order."""
+        return [self._cached[i] for i in sorted(self._cached)]
 
     def layer_started(self, layer: Layer, total: int | None, cached: bool) -> None:
-        self.cached.append(cached)
+        with self._lock:
+            self._cached[layer.index] = cached
+            self.starts[layer.index] = self.starts.get(layer.index, 0) + 1
+
+    def advance(self, layer: Layer, n: int) -> None:
+        with self._lock:
+            self.bytes[layer.index] = self.bytes.get(layer.index, 0) + n
+
+    def layer_done(self, layer: Layer) -> None:
+        self.done.append(layer.index)
 
 
 class LayerBuilder:

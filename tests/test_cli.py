@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,23 @@ def test_audit_without_reference_is_the_demo_and_json_validates(tmp_path: Path) 
     assert doc["config"]["Entrypoint"] == ["python3", "/opt/app/train.py"]
     assert doc["rootfs"]["entries"]["hardlink"] == 1
     assert not list(tmp_path.glob(".report.json.*"))  # no temp file left
+
+
+def test_jobs_reads_layers_at_once_to_the_same_report(tmp_path: Path) -> None:
+    reports = []
+    for jobs in ("1", "3"):
+        shutil.rmtree(tmp_path / "c" / "layers", ignore_errors=True)  # every layer read again
+        out = tmp_path / f"jobs{jobs}.json"
+        proc = run("demo", "--jobs", jobs, "--format", "json", "-o", str(out),
+                   "--cache-dir", str(tmp_path / "c"))
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(out.read_text())
+        for volatile in ("elapsed_seconds", "timings", "generated_at"):
+            doc.pop(volatile, None)
+        reports.append(doc)
+    assert reports[0] == reports[1]
+    bad = run("audit", "--jobs", "-1", "--cache-dir", str(tmp_path))
+    assert bad.returncode == 2 and "Invalid value for '--jobs'" in bad.stderr  # click's usage error
 
 
 def test_schema_rejects_a_broken_document(tmp_path: Path) -> None:

@@ -9,9 +9,13 @@ two are one) is filed under the diff_id's own name too, so the uncompressed form
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +68,7 @@ class LayerProgress:
     """What the pass reports as it goes; the CLI replaces it with a rich renderer."""
 
     def layer_started(self, layer: Layer, total: int | None, cached: bool) -> None: ...
-    def advance(self, n: int) -> None: ...
+    def advance(self, layer: Layer, n: int) -> None: ...
     def layer_done(self, layer: Layer) -> None: ...
 
 
@@ -104,10 +108,48 @@ def cache_key(wants: Sequence[Want], limits: Limits) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def default_jobs() -> int:
+    """How many layers to read at once: one per core this process may run on, at most
+    ``MAX_JOBS``. Even on two cores two reads gain (each read's threads wait on one another:
+    a 2x image of two big layers, 33 s -> 26 s); each read in flight holds its own buffers
+    and analyses (~60 MB), and the cap keeps a cold audit's peak RSS under 300 MB."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_JOBS, cores))
+
+
+MAX_JOBS = 3
+
+
+@dataclass(frozen=True)
+class _LayerRead:
+    """How a layer is read when no cached scan serves: whole, or by its table of contents;
+    and the cache keys its scan is found and filed under."""
+
+    layer: Layer
+    key: str  # the key a scan made now is filed under
+    keys: tuple[str, ...]  # keys an earlier scan may be found under, preferred first
+    toc: TocPosition | None = None
+    diff_id: str | None = None  # hash the uncompressed bytes against it
+
+
+def _layer_read(layer: Layer, key: str, lazy: bool, verify_diff_ids: bool) -> _LayerRead:
+    what = f"layer {layer.index} ({layer.digest})"
+    toc = toc_position(layer.annotations, layer.size, what) if lazy else None
+    if toc is not None:
+        toc_key = f"{key}-toc{toc.checksum[7:23]}"
+        return _LayerRead(layer, toc_key, (key, toc_key), toc)  # a whole read serves too, first
+    # A layer stored uncompressed has its diff_id for digest: the blob's check covers it.
+    hashed = verify_diff_ids and layer.digest != layer.diff_id
+    return _LayerRead(layer, key, (key,), diff_id=layer.diff_id if hashed else None)
+
+
 def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
                  limits: Limits = Limits(), progress: LayerProgress | None = None,
-                 verify_diff_ids: bool = False, lazy: bool = False) -> RootfsIndex:
-    """Stream every layer once (or take its cached scan), in order, into one merged index.
+                 verify_diff_ids: bool = False, lazy: bool = False, jobs: int = 1) -> RootfsIndex:
+    """Stream every layer once (or take its cached scan) into one merged index, in order.
 
     ``verify_diff_ids`` hashes each compressed layer's content against the config's diff_id
     (a SHA-256 over every uncompressed byte, about a fifth of a cold pass's CPU); without it, what is
@@ -116,7 +158,13 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
     ``lazy`` reads a zstd:chunked or eStargz layer by its table of contents instead
     (:mod:`auditor.rootfs.lazy`): only the chunks catalogers read are fetched, each checked
     against the table, the table against the manifest's annotation; the blob's digest is then
-    not checked."""
+    not checked.
+
+    ``jobs`` > 1 reads up to that many uncached layers at once, ahead of the merge. Which files
+    a layer must hand over can depend on the layers below it (a file written through a
+    symlinked parent lands elsewhere), and those are not merged yet when it is read ahead: it is
+    read by the wants alone, then checked at its turn as a cached scan is, and read again in the
+    rare case it missed a file its landing makes wanted. The index is the same as with one job."""
     if lazy and verify_diff_ids:
         raise InputError("a lazily read layer is not read whole, so its diff_id cannot be "
                          "verified: use --lazy or --verify-diff-ids, not both")
@@ -125,42 +173,133 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
     key = cache_key(wants, limits)
     index = RootfsIndex()
     plan = Plan(wanted_over(index, compiled.capture), wanted_over(index, compiled.analyzers))
-    for layer in image.layers:
-        what = f"layer {layer.index} ({layer.digest})"
-        toc = toc_position(layer.annotations, layer.size, what) if lazy else None
-        toc_key = f"{key}-toc{toc.checksum[7:23]}" if toc else None
-        scan = _cached_scan(cache, layer, key, plan, limits, index)
-        if scan is None and toc_key:  # a whole read of the blob serves too, and first
-            scan = _cached_scan(cache, layer, toc_key, plan, limits, index)
-        if scan is not None:
-            progress.layer_started(layer, None, cached=True)
-        elif toc is not None and toc_key is not None:
-            progress.layer_started(layer, None, cached=False)
-            scan = scan_lazy_layer(image, layer, toc, plan, cache, limits, progress)
-            cache.store_layer_index(layer.diff_id, [layer.digest], toc_key, scan.to_json())
-        else:
-            progress.layer_started(layer, layer.size, cached=False)
-            # A layer stored uncompressed has its diff_id for digest: the blob's check covers it.
-            hashed = verify_diff_ids and layer.digest != layer.diff_id
-            scan = scan_one_layer(image, layer, plan, cache, limits, progress,
-                                  layer.diff_id if hashed else None)
-            blobs = [layer.digest, layer.diff_id] if hashed else [layer.digest]
-            cache.store_layer_index(layer.diff_id, blobs, key, scan.to_json())
-        index.apply(scan)
-        progress.layer_done(layer)
+    reads = [_layer_read(layer, key, lazy, verify_diff_ids) for layer in image.layers]
+    with _ReadAhead(jobs, progress) as ahead:
+        if ahead.running:
+            submitted: set[str] = set()
+            for read in reads:  # a blob twice in one image is read once: its second turn finds its scan
+                if read.layer.digest not in submitted and not _any_cached(cache, read):
+                    submitted.add(read.layer.digest)
+                    ahead.submit(read.layer, lambda read=read, progress=ahead.progress:
+                                 _read_layer(image, read, compiled, cache, limits, progress))
+        for read in reads:
+            layer, made = read.layer, True
+            scan = ahead.take(layer)
+            if scan is not None and not _holds_wanted(scan, plan, limits, index, compiled):
+                scan = None  # it missed a file its landing makes wanted: read over the merge
+            elif scan is None and (scan := _cached(cache, read, plan, limits, index)) is not None:
+                made = False
+                progress.layer_started(layer, None, cached=True)
+            if scan is None:
+                scan = _read_layer(image, read, plan, cache, limits, progress)
+            if made:
+                blobs = [layer.digest, layer.diff_id] if read.diff_id else [layer.digest]
+                cache.store_layer_index(layer.diff_id, blobs, read.key, scan.to_json())
+            index.apply(scan)
+            progress.layer_done(layer)
     return index
+
+
+def _read_layer(image: Image, read: _LayerRead, plan: Plan, cache: BlobCache, limits: Limits,
+                progress: LayerProgress) -> LayerScan:
+    layer = read.layer
+    if read.toc is not None:
+        progress.layer_started(layer, None, cached=False)
+        return scan_lazy_layer(image, layer, read.toc, plan, cache, limits, progress)
+    progress.layer_started(layer, layer.size, cached=False)
+    return scan_one_layer(image, layer, plan, cache, limits, progress, read.diff_id)
+
+
+def _cached(cache: BlobCache, read: _LayerRead, plan: Plan, limits: Limits,
+            index: RootfsIndex) -> LayerScan | None:
+    return next(filter(None, (_cached_scan(cache, read.layer, key, plan, limits, index)
+                              for key in read.keys)), None)
+
+
+def _any_cached(cache: BlobCache, read: _LayerRead) -> bool:
+    return any(cache.layer_index_path(read.layer.diff_id, read.layer.digest, k).is_file()
+               for k in read.keys)
+
+
+class LayerReadStopped(BaseException):
+    """Raised inside a layer read ahead when the pass stopped (an error, an interrupt) and its
+    scan is no longer wanted: a BaseException, so no handler of content errors takes it."""
+
+
+class _ReadAhead:
+    """Layers read in worker threads, ahead of the merge, which takes their scans in order.
+
+    Leaving the block stops the reads still running (at their next chunk) and waits for them,
+    so nothing reads from the source or writes to the cache after the pass has ended."""
+
+    def __init__(self, jobs: int, progress: LayerProgress) -> None:
+        self._stop = threading.Event()
+        self._pool = (ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="layer-read")
+                      if jobs > 1 else None)
+        self._futures: dict[int, Future[LayerScan]] = {}
+        self.progress = _Stoppable(progress, self._stop)
+
+    @property
+    def running(self) -> bool:
+        return self._pool is not None
+
+    def submit(self, layer: Layer, read: Callable[[], LayerScan]) -> None:
+        assert self._pool is not None
+        self._futures[layer.index] = self._pool.submit(read)
+
+    def take(self, layer: Layer) -> LayerScan | None:
+        """The scan read ahead for ``layer`` (waiting for it), or None if none was."""
+        future = self._futures.pop(layer.index, None)
+        return future.result() if future is not None else None
+
+    def __enter__(self) -> _ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Stoppable(LayerProgress):
+    """A layer's progress that stops its read once the pass has stopped."""
+
+    def __init__(self, progress: LayerProgress, stop: threading.Event) -> None:
+        self._progress, self._stop = progress, stop
+
+    def layer_started(self, layer: Layer, total: int | None, cached: bool) -> None:
+        self._check()
+        self._progress.layer_started(layer, total, cached)
+
+    def advance(self, layer: Layer, n: int) -> None:
+        self._check()
+        self._progress.advance(layer, n)
+
+    def layer_done(self, layer: Layer) -> None:
+        self._progress.layer_done(layer)
+
+    def _check(self) -> None:
+        if self._stop.is_set():
+            raise LayerReadStopped
 
 
 def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan, limits: Limits,
                  index: RootfsIndex) -> LayerScan | None:
-    """The layer's cached scan, if it holds every file wanted over these lower layers.
-
-    A scan is cached by its layer's bytes alone, but which files it had to hand over can depend
-    on the symlinks of the layers below it; a scan made over other lower layers may lack one."""
+    """The layer's cached scan, if it holds every file wanted over these lower layers."""
     data = cache.load_layer_index(layer.diff_id, layer.digest, key)
     if data is None or not all(cache.has(d) for d in data["captured"].values()):
         return None
     scan = LayerScan.from_json(data, layer.index)
+    return scan if _holds_wanted(scan, plan, limits, index) else None
+
+
+def _holds_wanted(scan: LayerScan, plan: Plan, limits: Limits, index: RootfsIndex,
+                  alone: Plan | None = None) -> bool:
+    """Whether a scan holds every file wanted over the lower layers in ``index``.
+
+    A scan is cached by its layer's bytes alone, but which files it had to hand over can depend
+    on the symlinks of the layers below it: a scan made over other lower layers (or, ``alone``,
+    by the wants alone, ahead of them) may lack one."""
     for entry in scan.entries:
         # A path that lands where it says was judged by the same wants when the scan was made
         # (the cache key holds them); only one moved by a symlinked parent needs a second look.
@@ -168,12 +307,17 @@ def _cached_scan(cache: BlobCache, layer: Layer, key: str, plan: Plan, limits: L
             continue
         if (entry.size <= limits.max_capture_bytes and entry.path not in scan.captured
                 and plan.capture(entry.path)):
-            return None
-        # (a handler with a magic may have passed the file over: only one without counts)
-        if (entry.size <= limits.max_analyze_bytes and entry.path not in scan.analyzed
-                and any(not magic for _, _, magic in plan.analyzers(entry.path))):
-            return None
-    return scan
+            return False
+        if entry.size > limits.max_analyze_bytes or entry.path in scan.analyzed:
+            continue
+        handlers = plan.analyzers(entry.path)
+        # A handler with a magic may have passed the file over, having looked at it: only one
+        # without counts, unless the scan was made by the wants alone, which for a file its
+        # own path does not match did not look at all.
+        if any(not magic for _, _, magic in handlers) or (
+                handlers and alone is not None and not alone.analyzers(entry.path)):
+            return False
+    return True
 
 
 def scan_lazy_layer(image: Image, layer: Layer, toc: TocPosition, plan: Plan, cache: BlobCache,
@@ -184,7 +328,7 @@ def scan_lazy_layer(image: Image, layer: Layer, toc: TocPosition, plan: Plan, ca
 
     def fetch(start: int, end: int) -> bytes:
         data = image.read_range(layer, start, end, kept)
-        progress.advance(len(data))
+        progress.advance(layer, len(data))
         return data
 
     footer = 0
@@ -213,7 +357,7 @@ def scan_one_layer(image: Image, layer: Layer, plan: Plan, cache: BlobCache,
                    limits: Limits, progress: LayerProgress, diff_id: str | None = None) -> LayerScan:
     """One layer's pass; with ``diff_id``, its uncompressed bytes are hashed against it."""
     what = f"layer {layer.index} ({layer.digest})"
-    with image.open_layer(layer, progress.advance) as compressed:
+    with image.open_layer(layer, functools.partial(progress.advance, layer)) as compressed:
         reader = LayerReader(compressed, limits, what, diff_id)
         try:
             scan = scan_layer(reader, layer.index, plan.capture, _storer(cache),  # type: ignore[arg-type]
