@@ -100,6 +100,7 @@ BUILD = "bench1"  # the derived images' names: a new one when how they are built
 REPOSITORY, REMOTE_TAG = "bench/torch", "latest"
 STREAMED = ("--no-keep-layers",)  # the registry's second cold mode: layers not kept in the cache
 LAZY = ("--lazy",)  # the registry's third: the image as zstd:chunked, read by its tables of contents
+ONE_AT_A_TIME = ("--jobs", "1")  # the 2x image's second cold mode: its layers read one after another
 CHUNKED_TAG = "zstd-chunked"
 ESTARGZ_TAG = "estargz"  # and the image as eStargz, read the same way
 COPY_PREFIX = "opt/copy"
@@ -623,6 +624,7 @@ def table_rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
     median over this one (auditor rows of the three forms), and the peak RSS."""
     by_key = {(s["tool"], s["form"], s["mode"]): s for s in series}
     floor = median(by_key.get(("floor", "oci", "all layers")))
+    floor_2x = median(by_key.get(("floor", "2x", "all layers")))
     rows = []
     for s in series:
         walls = [r["wall_seconds"] for r in s["runs"]]
@@ -634,6 +636,8 @@ def table_rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if s["form"] in FORMS and s["mode"] in ("all layers", "cold", "warm", "streamed", "lazy",
                                                  "lazy warm", "estargz lazy", "estargz lazy warm"):
             row["x_floor"] = ratio(row["wall_median_s"], floor)
+        elif s["form"] == "2x":  # against its own floor: every layer of the 2x image, one thread
+            row["x_floor"] = ratio(row["wall_median_s"], floor_2x)
         if s["tool"] == "auditor" and s["form"] in FORMS:
             row["syft_speedup"] = ratio(median(by_key.get(("syft", s["form"], "cold"))),
                                         row["wall_median_s"])
@@ -676,8 +680,8 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     image = [r["peak_rss_max_mb"] for r in rows if r["tool"] == "auditor" and r["form"] != "2x"]
     target(f"peak RSS <= {PEAK_RSS_MB:g} MB (the image)", max(image) if image else None, PEAK_RSS_MB,
            True, " MB")
-    double = by_key.get(("auditor", "2x", "cold"))
-    target(f"peak RSS <= {PEAK_RSS_MB:g} MB (the 2x image)", double and double["peak_rss_max_mb"],
+    double = [r["peak_rss_max_mb"] for r in rows if r["tool"] == "auditor" and r["form"] == "2x"]
+    target(f"peak RSS <= {PEAK_RSS_MB:g} MB (the 2x image)", max(double) if double else None,
            PEAK_RSS_MB, True, " MB")
     return out
 
@@ -949,13 +953,20 @@ def measure(args: argparse.Namespace, bench: Bench, recipe: Recipe, facts: dict[
         def double_check(document: dict[str, Any]) -> list[str]:
             return rootfs_problems(document, facts_2x["files"], facts_2x["file_bytes"])
 
+        manifest_2x, _ = read_image(double)
+        layers_2x = [(blob_path(double, d["digest"]), d["mediaType"]) for d in manifest_2x["layers"]]
         for i in range(1, args.runs + 1):
-            cache = work / f"cache-2x-{i}"
-            run, problems = audited(f"2x cold #{i}", f"oci:{double}:{TAG}", cache,
-                                    work / f"report-2x-{i}.json", double_check)
-            bench.record("auditor", "2x", "cold", run, problems)
-            if not args.keep:
-                shutil.rmtree(cache, ignore_errors=True)
+            print(f"floor (2x) #{i} ...", file=sys.stderr)
+            run, extra = floor_once(f"floor-2x-{i}", layers_2x, facts_2x["uncompressed_bytes"])
+            bench.record("floor", "2x", "all layers", run, extra=extra)
+            # layers read at once (the default: one per core, at most 3), then one at a time
+            for mode, options in (("cold", ()), ("cold --jobs 1", ONE_AT_A_TIME)):
+                cache = work / f"cache-2x-{i}"
+                run, problems = audited(f"2x {mode} #{i}", f"oci:{double}:{TAG}", cache,
+                                        work / f"report-2x-{mode.replace(' ', '')}-{i}.json",
+                                        double_check, options)
+                bench.record("auditor", "2x", mode, run, problems)
+                shutil.rmtree(cache, ignore_errors=True)  # cold again
 
 
 if __name__ == "__main__":

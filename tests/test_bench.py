@@ -63,8 +63,11 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert all(r["exit_code"] == 0 and r["report_ok"] for r in new_layer)
     assert new_layer[0]["layers_indexed"] == 1  # the warm cache held every other layer
     assert series[("floor", "oci+1", "new layer")][0]["exit_code"] == 0
-    double = series[("auditor", "2x", "cold")]
-    assert double[0]["exit_code"] == 0 and double[0]["peak_rss_mb"] > 0
+    for mode in ("cold", "cold --jobs 1"):  # layers read at once, and one at a time
+        double = series[("auditor", "2x", mode)]
+        assert double[0]["exit_code"] == 0 and double[0]["report_ok"] and double[0]["peak_rss_mb"] > 0
+    floor_2x = series[("floor", "2x", "all layers")]
+    assert floor_2x[0]["bytes"] == figures["derived"]["2x"]["uncompressed_bytes"]
     assert figures["derived"]["2x"]["files"] == 2 * figures["image"]["files"]
     assert {(r["tool"], r["form"], r["mode"]) for r in figures["rows"]} == set(series)
     assert figures["targets"] and "targets" in result.stdout and "checks: PASS" in result.stdout
@@ -96,6 +99,8 @@ def test_rows_and_targets() -> None:
         series("auditor", "registry", "streamed", 16.0),
         series("syft", "oci", "cold", 90.0, 80.0, 100.0, rss=900.0),
         series("auditor", "2x", "cold", 30.0, rss=310.0),
+        series("auditor", "2x", "cold --jobs 1", 36.0, rss=200.0),
+        series("floor", "2x", "all layers", 24.0),
     ])
     by_key = {(r["tool"], r["form"], r["mode"]): r for r in rows}
     cold = by_key[("auditor", "oci", "cold")]
@@ -104,7 +109,8 @@ def test_rows_and_targets() -> None:
     assert by_key[("auditor", "oci", "warm")]["syft_speedup"] == 60.0
     assert by_key[("auditor", "registry", "cold")]["syft_speedup"] is None  # no syft row
     assert by_key[("syft", "oci", "cold")]["syft_speedup"] is None
-    assert by_key[("auditor", "2x", "cold")]["x_floor"] is None
+    assert by_key[("auditor", "2x", "cold")]["x_floor"] == 1.25  # over the 2x image's own floor
+    assert by_key[("auditor", "2x", "cold --jobs 1")]["x_floor"] == 1.5
     assert all(r["ok"] for r in rows)
 
     met = {t["target"].split(" (")[0] + " " + t["target"].split("(")[1].split(")")[0]: t["met"]
