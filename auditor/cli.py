@@ -27,7 +27,40 @@ from auditor.cli_rules import rules
 from auditor.errors import EXIT_FINDINGS, InputError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsage(click.UsageError):
+    """A usage error as every other error is shown: one line on stderr (exit 2)."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"auditor: error: {self.format_message()}", err=True)
+
+
+class _Main(click.Group):
+    """The root group: usage errors of any command (a bad option value, an unknown option, a
+    missing argument) come out as one line naming the command's --help, not click's usage
+    block."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as err:
+            raise _one_line(err) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:
+            raise _one_line(err) from None
+
+
+def _one_line(err: click.UsageError) -> click.UsageError:
+    # a group without its command shows its help, as click does
+    if isinstance(err, _OneLineUsage | click.exceptions.NoArgsIsHelpError):
+        return err
+    where = f" (see: {err.ctx.command_path} --help)" if err.ctx is not None else ""
+    return _OneLineUsage(f"{err.format_message()}{where}", err.ctx)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="auditor")
 def main() -> None:
     """Audit ML container images: what they hold, what they load, what is known to go wrong."""

@@ -89,8 +89,15 @@ def test_jobs_reads_layers_at_once_to_the_same_report(tmp_path: Path) -> None:
             doc.pop(volatile, None)
         reports.append(doc)
     assert reports[0] == reports[1]
-    bad = run("audit", "--jobs", "-1", "--cache-dir", str(tmp_path))
-    assert bad.returncode == 2 and "Invalid value for '--jobs'" in bad.stderr  # click's usage error
+    assert_one_line_error(run("audit", "--jobs", "-1", "--cache-dir", str(tmp_path)), 2,
+                          "Invalid value for '--jobs'", "auditor audit --help")
+
+
+@pytest.mark.parametrize("args", [("audit", "--bogus"), ("diff", "a"), ("rules", "show"),
+                                  ("audit", "--format", "xml"), ("nosuchcommand",),
+                                  ("campaign", "run", "--backend", "x", "c.yaml", "-o", "d")])
+def test_usage_errors_are_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+    assert_one_line_error(run(*args), 2, "--help")
 
 
 def test_schema_rejects_a_broken_document(tmp_path: Path) -> None:
