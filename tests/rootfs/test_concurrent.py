@@ -151,16 +151,23 @@ def test_a_layer_read_ahead_whose_files_land_where_they_say_is_not_read_again(tm
 
 class _SlowLayer(PassRecorder):
     """Reads ``slow`` at about 20 chunks a second, so that it is still being read when the
-    pass stops."""
+    pass stops; the merge goes past layer 0 only once that read has begun."""
 
     def __init__(self, slow: int) -> None:
         super().__init__()
         self._slow = slow
+        self._reading = threading.Event()
 
     def advance(self, layer: Layer, n: int) -> None:
         super().advance(layer, n)
         if layer.index == self._slow:
+            self._reading.set()
             time.sleep(0.05)
+
+    def layer_done(self, layer: Layer) -> None:
+        super().layer_done(layer)
+        if layer.index == 0:
+            assert self._reading.wait(20)
 
 
 def test_a_failing_layer_stops_the_reads_ahead_and_is_the_one_reported(tmp_path: Path) -> None:
