@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import posixpath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from auditor.inventory.base import FileView
 from auditor.linkage import musl
 from auditor.linkage.ldcache import CacheEntry, parse_ld_cache
 from auditor.linkage.ldconf import parse_ld_conf
 from auditor.linkage.model import ConsumerLinkage, Resolution
 from auditor.linkage.resolve import resolve_linkage
+
+if TYPE_CHECKING:  # only a type here; importing auditor.inventory would import this package back
+    from auditor.inventory.base import FileView
 
 CONF_GLOBS = ("etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d/*", "etc/ld.so.preload",
               "etc/ld-musl-*.path")
