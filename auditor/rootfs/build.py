@@ -181,8 +181,8 @@ def build_rootfs(image: Image, cache: BlobCache, wants: Sequence[Want] = (),
             for read in reads:  # a blob twice in one image is read once: its second turn finds its scan
                 if read.layer.digest not in submitted and not _any_cached(cache, read):
                     submitted.add(read.layer.digest)
-                    ahead.submit(read.layer, lambda read=read, progress=ahead.progress:
-                                 _read_layer(image, read, compiled, cache, limits, progress))
+                    ahead.submit(read.layer, functools.partial(
+                        _read_layer, image, read, compiled, cache, limits, ahead.progress))
         for read in reads:
             layer, made = read.layer, True
             scan = ahead.take(layer)
